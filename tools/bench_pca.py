@@ -1,0 +1,90 @@
+"""Benchmark: tools/compute_pca.py against the plain decode rate of the same shards on the same cores.
+
+    python tools/bench_pca.py                          # makes 1200 photo-like 256x256 shard images first
+    python tools/bench_pca.py --shards shards/ --workers 1,2 --json bench_pca.json
+
+"Plain decode" reads the same samples by offset and decodes them with the same decoder (OpenCV), in the same
+worker pool and chunks, and does nothing else. compute_pca runs as the CLI does (forced, into a temporary
+file). Rounds interleave the contenders; each one's best round counts.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python tools/bench_pca.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import click
+
+from tools import bench_shards, compute_pca, make_shards
+from tools.parallel import ordered_map
+from tools.shardio import split_shards
+
+
+def decode_chunk(task) -> int:
+    tar, samples = task
+    with open(tar, "rb") as f:
+        for _, offset, size in samples:
+            f.seek(offset)
+            compute_pca.decode(f.read(size))
+    return len(samples)
+
+
+def decode_all(shards: Path, workers: int) -> int:
+    tars, _ = split_shards(shards, "train")
+    tasks = compute_pca.plan_chunks(tars, None, 0)
+    return sum(ordered_map(decode_chunk, tasks, workers, chunksize=1, ahead=2))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--shards", type=click.Path(path_type=Path), help="A shards folder (default: generated).")
+@click.option("--images", default=1200, show_default=True, help="Generated images when --shards is not given.")
+@click.option("--workers", default="1,2", show_default=True)
+@click.option("--repeat", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--json", "json_path", type=click.Path(path_type=Path))
+def main(shards, images, workers, repeat, json_path):
+    """compute_pca images/s vs plain decode images/s."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench_pca_"))
+    try:
+        if shards is None:
+            bench_shards.make_sources(tmp / "src", images)
+            shards = tmp / "shards"
+            make_shards.run(make_shards.Options(src=str(tmp / "src"), out=str(shards), splits=("train",),
+                                                shard_size=300, workers=make_shards.default_workers()))
+        n = decode_all(shards, 1)  # also warms the page cache
+        runs = []
+        for w in [int(x) for x in workers.split(",")]:
+            runs.append(("plain decode (OpenCV)", w, partial(decode_all, shards, w)))
+            runs.append(("compute_pca", w, partial(compute_pca.run, compute_pca.Options(
+                shards=str(shards), workers=w, out=str(tmp / f"pca{w}.json")))))
+        best = [float("inf")] * len(runs)
+        for _ in range(repeat):
+            for i, (_, w, fn) in enumerate(runs):
+                (tmp / f"pca{w}.json").unlink(missing_ok=True)
+                t0 = time.perf_counter()
+                fn()
+                best[i] = min(best[i], time.perf_counter() - t0)
+        results = [{"task": name, "workers": w, "images_per_s": n / t} for (name, w, _), t in zip(runs, best)]
+        click.echo("\n| workers | plain decode images/s | compute_pca images/s | pca / decode |\n|---|---|---|---|")
+        for dec, pca in zip(results[::2], results[1::2]):
+            pca["vs_decode"] = pca["images_per_s"] / dec["images_per_s"]
+            click.echo(f"| {dec['workers']} | {dec['images_per_s']:.0f} | {pca['images_per_s']:.0f} | {pca['vs_decode']:.2f}x |")
+        pcas = [r for r in results if r["task"] == "compute_pca"]
+        for r in pcas[1:]:
+            r["vs_one_worker"] = r["images_per_s"] / pcas[0]["images_per_s"]
+            click.echo(f"compute_pca scaling: {r['workers']} workers = {r['vs_one_worker']:.2f}x of {pcas[0]['workers']}")
+        if json_path:
+            json_path.write_text(json.dumps({"images": n, "results": results}, indent=1) + "\n")
+        click.echo(f"bench_pca: {n} images, best of {repeat} rounds")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""The built-in demo dataset: a small ImageNet-layout tree of synthetic, learnable images, made in seconds.
+
+    python tools/make_demo_data.py --out demo/imagenet            # 10 classes x (60 train + 10 val)
+    python tools/make_demo_data.py --out /tmp/t --layout kaggle --val-layout folders
+
+Each class is a shape with its own texture and colour family (circle, square, triangle, stripes, checks, ring,
+cross, dots, ...) on a noisy background, at a random place and scale; sizes vary from smaller to larger than
+256, portrait and landscape. Like real ImageNet it holds a few odd files: CMYK and grayscale JPEGs, a PNG
+named .JPEG (as n02105855_2933), palette and RGBA PNGs; and broken ones (empty, truncated, garbage), plus
+non-image files. `demo.json` at the root lists them, for tests. Same --seed, same bytes.
+
+Layouts (--layout / --val-layout): imagenet = SRC/{train,val}; kaggle = SRC/ILSVRC/Data/CLS-LOC/{train,val};
+val flat with LOC_val_solution.csv at SRC (csv), flat with a 'filename wnid' file val_labels.txt (txt), or
+class folders (folders).
+"""
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python tools/make_demo_data.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import click
+import numpy as np
+from PIL import Image, ImageDraw
+
+SHAPES = ("circle", "square", "triangle", "hstripes", "vstripes", "checks", "ring", "cross", "dstripes", "dots")
+HUES = (0, 120, 230, 55, 300, 180, 25, 270, 90, 200)  # one colour family per class (degrees)
+
+
+def wnid(i: int) -> str:
+    return f"n{90000000 + i:08d}"  # valid wnid pattern, obviously not a real synset
+
+
+def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
+    rgb = Image.new("HSV", (1, 1), (int(h / 360 * 255) % 256, int(s * 255), int(v * 255))).convert("RGB")
+    return rgb.getpixel((0, 0))
+
+
+def draw_image(rng: np.random.Generator, cls: int, width: int, height: int) -> Image.Image:
+    """One sample of class `cls`: a textured shape on a noisy background."""
+    bg = tuple(int(c) for c in rng.integers(40, 215, 3))
+    im = Image.new("RGB", (width, height), bg)
+    d = ImageDraw.Draw(im)
+    hue = HUES[cls % len(HUES)] + rng.uniform(-20, 20)
+    fg = _hsv(hue, rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0))
+    fg2 = _hsv(hue + 180, rng.uniform(0.3, 0.8), rng.uniform(0.2, 0.6))
+    side = min(width, height)
+    r = side * rng.uniform(0.25, 0.42)
+    cx = width / 2 + rng.uniform(-0.5, 0.5) * (width - 2 * r)
+    cy = height / 2 + rng.uniform(-0.5, 0.5) * (height - 2 * r)
+    box = (cx - r, cy - r, cx + r, cy + r)
+    step = max(3, int(side * rng.uniform(0.04, 0.08)))
+    shape = SHAPES[cls % len(SHAPES)]
+    if shape == "circle":
+        d.ellipse(box, fill=fg)
+    elif shape == "square":
+        d.rectangle(box, fill=fg)
+    elif shape == "triangle":
+        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fg)
+    elif shape == "ring":
+        d.ellipse(box, outline=fg, width=max(2, int(r * 0.3)))
+    elif shape == "cross":
+        w = r * 0.3
+        d.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fg)
+        d.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fg)
+    elif shape in ("hstripes", "vstripes", "dstripes", "checks", "dots"):
+        d.rectangle(box, fill=fg2)
+        x0, y0 = int(cx - r), int(cy - r)
+        for i in range(0, int(2 * r), step * 2):
+            for j in range(0, int(2 * r), step * 2):
+                if shape == "checks":
+                    d.rectangle((x0 + i, y0 + j, x0 + i + step, y0 + j + step), fill=fg)
+                    d.rectangle((x0 + i + step, y0 + j + step, x0 + i + 2 * step, y0 + j + 2 * step), fill=fg)
+                elif shape == "dots":
+                    d.ellipse((x0 + i, y0 + j, x0 + i + step, y0 + j + step), fill=fg)
+            if shape == "hstripes":
+                d.rectangle((x0, y0 + i, x0 + 2 * r, y0 + i + step), fill=fg)
+            elif shape == "vstripes":
+                d.rectangle((x0 + i, y0, x0 + i + step, y0 + 2 * r), fill=fg)
+            elif shape == "dstripes":
+                d.line((x0 + i, y0, x0, y0 + i), fill=fg, width=step // 2 + 1)
+                d.line((x0 + 2 * r, y0 + i, x0 + i, y0 + 2 * r), fill=fg, width=step // 2 + 1)
+    noise = rng.normal(0, 12, (height, width, 1)).astype(np.float32)
+    arr = np.clip(np.asarray(im, np.float32) + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def _jpeg(im: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+def _png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _size(rng: np.random.Generator) -> tuple[int, int]:
+    short = int(rng.integers(120, 420))
+    long_ = int(short * rng.uniform(1.0, 1.6))
+    return (long_, short) if rng.random() < 0.6 else (short, long_)
+
+
+def make_demo(out: Path, classes: int = 10, train_per_class: int = 60, val_per_class: int = 10, seed: int = 0,
+              layout: str = "imagenet", val_layout: str = "csv", odd_files: bool = True) -> dict:
+    """Write the tree; return what demo.json holds (odd files, counts)."""
+    out = Path(out)
+    root = out / "ILSVRC/Data/CLS-LOC" if layout == "kaggle" else out
+    rng = np.random.default_rng(seed)
+    wnids = [wnid(i) for i in range(classes)]
+    info = {"classes": wnids, "shapes": [SHAPES[i % len(SHAPES)] for i in range(classes)],
+            "odd": {}, "broken": {}, "ignored": [], "train": 0, "val": 0}
+
+    def put(rel: str, data: bytes) -> None:
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def rel(path: Path) -> str:
+        return path.relative_to(out).as_posix()
+
+    # odd-but-valid files replace some regular ones; broken and non-image files are extra
+    odd = {(0, 1): "cmyk", (1, 2): "cmyk", (2, 3): "gray", (3, 4): "png_named_jpeg", (4, 5): "palette_png",
+           (5, 6): "rgba_png"} if odd_files else {}
+    for c, w in enumerate(wnids):
+        for k in range(train_per_class):
+            im = draw_image(rng, c, *_size(rng))
+            kind = odd.get((c, k))
+            path = root / "train" / w / f"{w}_{k + 1}.JPEG"
+            if kind == "cmyk":
+                data = _jpeg(im.convert("CMYK"))
+            elif kind == "gray":
+                data = _jpeg(im.convert("L"))
+            elif kind == "png_named_jpeg":
+                data = _png(im)
+            elif kind == "palette_png":
+                path = path.with_suffix(".png")
+                data = _png(im.convert("P", palette=Image.Palette.ADAPTIVE))
+            elif kind == "rgba_png":
+                path = path.with_suffix(".png")
+                rgba = im.convert("RGBA")
+                rgba.putalpha(255)
+                data = _png(rgba)
+            else:
+                data = _jpeg(im)
+            put(rel(path), data)
+            if kind:
+                info["odd"][rel(path)] = kind
+            info["train"] += 1
+
+    val_dir = root / "val"
+    solution = ["ImageId,PredictionString"]
+    plain = []
+    for n in range(classes * val_per_class):
+        c = int(rng.integers(classes))
+        im = draw_image(rng, c, *_size(rng))
+        stem = f"ILSVRC2012_val_{n + 1:08d}"
+        path = (val_dir / wnids[c] if val_layout == "folders" else val_dir) / f"{stem}.JPEG"
+        data = _jpeg(im.convert("CMYK")) if odd_files and n == 1 else _jpeg(im)
+        if odd_files and n == 1:
+            info["odd"][rel(path)] = "cmyk"
+        put(rel(path), data)
+        w, h = im.size
+        solution.append(f"{stem},{wnids[c]} 0 0 {w - 1} {h - 1} ")
+        plain.append(f"{stem}.JPEG {wnids[c]}")
+        info["val"] += 1
+
+    if odd_files:
+        good = _jpeg(draw_image(rng, 0, 300, 200))
+        broken = {
+            root / "train" / wnids[0] / f"{wnids[0]}_9001.JPEG": (b"", "empty"),
+            root / "train" / wnids[1 % classes] / f"{wnids[1 % classes]}_9002.JPEG": (good[: len(good) // 2], "truncated"),
+            root / "train" / wnids[2 % classes] / f"{wnids[2 % classes]}_9003.JPEG": (rng.bytes(5000), "garbage"),
+        }
+        vb = (val_dir / wnids[0] if val_layout == "folders" else val_dir) / f"ILSVRC2012_val_{classes * val_per_class + 1:08d}.JPEG"
+        broken[vb] = (good[: len(good) // 3], "truncated")
+        solution.append(f"{vb.stem},{wnids[0]} 0 0 1 1 ")
+        plain.append(f"{vb.name} {wnids[0]}")
+        for path, (data, why) in broken.items():
+            put(rel(path), data)
+            info["broken"][rel(path)] = why
+        for junk in (root / "train" / wnids[0] / ".DS_Store", root / "train" / wnids[0] / "notes.txt"):
+            put(rel(junk), b"not an image\n")
+            info["ignored"].append(rel(junk))
+
+    if val_layout == "csv":
+        put("LOC_val_solution.csv", ("\n".join(solution) + "\n").encode())
+    elif val_layout == "txt":
+        put("val_labels.txt", ("\n".join(plain) + "\n").encode())
+    (out / "demo.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--out", default="demo/imagenet", show_default=True, type=click.Path(path_type=Path))
+@click.option("--classes", default=10, show_default=True, type=click.IntRange(2, 1000))
+@click.option("--train-per-class", default=60, show_default=True, type=click.IntRange(1))
+@click.option("--val-per-class", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--layout", type=click.Choice(["imagenet", "kaggle"]), default="imagenet", show_default=True)
+@click.option("--val-layout", type=click.Choice(["csv", "txt", "folders"]), default="csv", show_default=True)
+def main(out, classes, train_per_class, val_per_class, seed, layout, val_layout):
+    """Write the synthetic ImageNet-layout demo tree."""
+    if (out / "demo.json").is_file():
+        click.echo(f"make_demo_data: {out} already made (remove it to make it again)")
+        return
+    t0 = time.perf_counter()
+    info = make_demo(out, classes, train_per_class, val_per_class, seed, layout, val_layout)
+    dt = time.perf_counter() - t0
+    n = info["train"] + info["val"]
+    click.echo(f"make_demo_data: {out}: {classes} classes, {info['train']} train + {info['val']} val images "
+               f"({len(info['odd'])} odd, {len(info['broken'])} broken, {len(info['ignored'])} non-image files) "
+               f"in {dt:.1f} s, {n / dt:.0f} images/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""ImageNet tree -> 256x256 WebDataset shards + DALI index files + manifest.json (DESIGN.md, "Shards").
+
+    python tools/make_shards.py --src /data/ILSVRC2012 --out shards/
+    python tools/make_shards.py --src demo/imagenet --out shards/ --splits train,val --shard-size 200
+
+Every image: shorter side resized to --size (antialiased), central --size x --size cut out, saved as a baseline
+RGB JPEG (`<key>.jpg`) with its class index as ASCII (`<key>.cls`). Train is shuffled globally by --seed before
+being cut into shards of --shard-size; val keeps sorted order. Worker processes convert, this process writes,
+in order, so the bytes do not depend on --workers. A shard is written under a temporary name and renamed
+when complete, with a state file under OUT/.make_shards/; a re-run keeps finished shards and does the rest.
+Files that cannot be decoded are skipped and listed in the manifest (fatal with --strict).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python tools/make_shards.py`: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from tools import imaging, sources
+from tools.parallel import default_workers, ordered_map
+from tools.shardio import MANIFEST, PackedSample, ShardWriter, pack_sample, read_json, shard_name, write_json
+
+STATE_DIR = ".make_shards"
+FORMAT_VERSION = 1  # bump when the bytes written for the same options change
+
+
+@dataclass(frozen=True)
+class Options:
+    src: str
+    out: str
+    splits: tuple[str, ...] = ("train", "val")
+    size: int = 256
+    quality: int = 90
+    shard_size: int = 1000
+    workers: int = 1
+    seed: int = 0
+    val_labels: str | None = None
+    strict: bool = False
+
+
+@dataclass
+class Shard:
+    split: str
+    index: int
+    items: list[sources.Item]
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.split, self.index)
+
+    def fingerprint(self, opts: Options) -> str:
+        """Changes whenever the bytes of this shard would: its items, labels, keys and encoding options."""
+        h = hashlib.sha256(json.dumps([FORMAT_VERSION, opts.size, opts.quality]).encode())
+        for it in self.items:
+            h.update(f"{it.path}\0{it.label}\0{it.key}\n".encode())
+        return h.hexdigest()
+
+
+def plan_shards(split: str, items: list[sources.Item], shard_size: int, seed: int) -> list[Shard]:
+    if split == "train":  # global shuffle, independent of the listing order (items come sorted)
+        order = np.random.default_rng(seed).permutation(len(items))
+        items = [items[i] for i in order]
+    return [Shard(split, i, items[s:s + shard_size]) for i, s in enumerate(range(0, len(items), shard_size))]
+
+
+def _worker_init() -> None:
+    import cv2
+    cv2.setNumThreads(1)  # parallelism comes from the worker processes
+
+
+def convert_item(job: tuple[str, str, int], size: int, quality: int) -> tuple[PackedSample | None, str | None]:
+    """(path, key, label) -> (tar-packed sample, None) or (None, reason); runs in a worker process."""
+    path, key, label = job
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        return None, f"cannot read ({e.strerror or e})"
+    try:
+        jpeg = imaging.convert(data, size, quality)
+    except imaging.BadImage as e:
+        return None, str(e)
+    return pack_sample(key, {"jpg": jpeg, "cls": str(label).encode()}), None
+
+
+class ShardState:
+    """OUT/.make_shards/<shard>.json: written last, so its presence (with a matching fingerprint) means done."""
+
+    def __init__(self, out: Path):
+        self.dir = out / STATE_DIR
+
+    def done(self, shard: Shard, fingerprint: str) -> dict | None:
+        path = self.dir / f"{shard.name}.json"
+        if not path.is_file():
+            return None
+        try:
+            state = read_json(path, "shard state")
+        except Exception:
+            return None
+        tar = Path(state.get("tar", ""))
+        tar_path = self.dir.parent / tar.name
+        if state.get("fingerprint") != fingerprint or not tar_path.is_file() or \
+                tar_path.stat().st_size != state.get("bytes") or not tar_path.with_suffix(".idx").is_file():
+            return None
+        return state
+
+    def save(self, shard: Shard, state: dict) -> None:
+        self.dir.mkdir(exist_ok=True)
+        write_json(self.dir / f"{shard.name}.json", state)
+
+
+def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tuple[dict, int]:
+    """Write every shard of one split that is not done yet; return its manifest entry and images converted."""
+    out, src = Path(opts.out), Path(opts.src)
+    results: dict[int, dict] = {}
+    pending = []
+    for shard in shards:
+        fp = shard.fingerprint(opts)
+        prev = state.done(shard, fp)
+        if prev is None:
+            pending.append((shard, fp))
+        else:
+            results[shard.index] = prev
+    split = shards[0].split if shards else "?"
+    total = sum(len(s.items) for s, _ in pending)
+    if results:
+        click.echo(f"{split}: {len(results)} of {len(shards)} shards already done, kept")
+    convert = partial(convert_item, size=opts.size, quality=opts.quality)
+    jobs = ((str(src / it.path), it.key, it.label) for shard, _ in pending for it in shard.items)
+    outputs = ordered_map(convert, jobs, opts.workers, initializer=_worker_init)
+    with tqdm(total=total, unit="img", desc=split, disable=total == 0, dynamic_ncols=True) as bar:
+        for shard, fp in pending:
+            writer = ShardWriter(out / shard.name)
+            skipped = []
+            try:
+                for item in shard.items:
+                    packed, reason = next(outputs)
+                    bar.update()
+                    if packed is None:
+                        if opts.strict:
+                            raise click.ClickException(f"{src / item.path}: {reason} (--strict)")
+                        skipped.append({"path": item.path, "reason": reason})
+                        bar.write(f"skipped {item.path}: {reason}")
+                        continue
+                    writer.add_packed(packed)
+            except BaseException:
+                writer.abort()
+                outputs.close()
+                raise
+            nbytes = writer.commit()
+            results[shard.index] = {"tar": shard.name, "fingerprint": fp, "samples": writer.samples,
+                                    "bytes": nbytes, "skipped": skipped}
+            state.save(shard, results[shard.index])
+    done = [results[s.index] for s in shards]
+    entry = {"shards": [d["tar"] for d in done], "shard_samples": [d["samples"] for d in done],
+             "samples": sum(d["samples"] for d in done), "bytes": sum(d["bytes"] for d in done),
+             "skipped": [s for d in done for s in d["skipped"]]}
+    return entry, total
+
+
+def check_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{id(out)}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise click.ClickException(f"--out {out}: cannot write there ({e.strerror or e})") from None
+
+
+def run(opts: Options) -> dict:
+    """The whole conversion; returns the manifest it wrote."""
+    t0 = time.perf_counter()
+    src, out = Path(opts.src), Path(opts.out)
+    check_out(out)
+    try:
+        sources.check_src(src)
+        classes = sources.train_classes(src)
+        listings = {}
+        for split in opts.splits:
+            if split == "train":
+                listings[split] = sources.list_train(src, classes)
+            else:
+                listings[split] = sources.list_val(src, classes, opts.val_labels and Path(opts.val_labels))
+    except sources.SourceError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"make_shards: {src} -> {out}: {len(classes)} classes, "
+               + ", ".join(f"{s} {len(l.items)} images" for s, l in listings.items())
+               + f"; {opts.workers} workers")
+
+    manifest = {"format": FORMAT_VERSION, "size": opts.size, "quality": opts.quality, "classes": classes,
+                "splits": _previous_splits(out, classes), "created_by": "tools/make_shards.py"}
+    state = ShardState(out)
+    converted = {}
+    for split, listing in listings.items():
+        if opts.strict and listing.skipped:
+            s = listing.skipped[0]
+            raise click.ClickException(f"{src / s['path']}: {s['reason']} (--strict)")
+        shards = plan_shards(split, listing.items, opts.shard_size, opts.seed)
+        entry, converted[split] = convert_split(shards, opts, state)
+        entry["skipped"] = listing.skipped + entry["skipped"]
+        entry.update({"ignored_files": listing.ignored, "seed": opts.seed if split == "train" else None,
+                      "shard_size": opts.shard_size, "source": str(src)})
+        manifest["splits"][split] = entry
+        write_json(out / MANIFEST, manifest)  # after each split, so a later failure keeps this one
+
+    dt = time.perf_counter() - t0
+    entries = [manifest["splits"][s] for s in listings]
+    n_converted = sum(converted.values())
+    images = sum(e["samples"] for e in entries)
+    per_split = ", ".join(f"{s} {e['samples']}" for s, e in zip(listings, entries))
+    n_shards = sum(len(e["shards"]) for e in entries)
+    n_skipped = sum(len(e["skipped"]) for e in entries)
+    megabytes = sum(e["bytes"] for e in entries) / 1e6
+    click.echo(f"done: {images} images ({per_split}) in {n_shards} shards, {n_skipped} skipped, {megabytes:.1f} MB, "
+               f"{dt:.1f} s, {n_converted / dt:.0f} images/s ({n_converted} converted this run)")
+    for e in entries:
+        for s in e["skipped"][:20]:
+            click.echo(f"  skipped {s['path']}: {s['reason']}")
+    return manifest
+
+
+def _previous_splits(out: Path, classes: list[str]) -> dict:
+    """Keep splits converted by an earlier run with the same classes (e.g. --splits val after train)."""
+    path = out / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        old = read_json(path, "previous manifest")
+    except Exception:
+        return {}
+    if old.get("classes") == classes and isinstance(old.get("splits"), dict):
+        return dict(old["splits"])
+    click.echo(f"note: {path} was made from other classes; its splits are replaced", err=True)
+    return {}
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--src", required=True, type=click.Path(path_type=Path), help="ImageNet tree (train/, val/ or ILSVRC/Data/CLS-LOC/).")
+@click.option("--out", default="shards", show_default=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--splits", default="train,val", show_default=True, help="Comma-separated: train, val.")
+@click.option("--size", default=256, show_default=True, type=click.IntRange(16, 4096), help="Output side in pixels.")
+@click.option("--quality", default=90, show_default=True, type=click.IntRange(1, 100), help="JPEG quality.")
+@click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(1), help="Images per shard (at most).")
+@click.option("--workers", default=None, type=click.IntRange(1), help="Worker processes [default: all cores].")
+@click.option("--seed", default=0, show_default=True, help="Seed of the global train shuffle.")
+@click.option("--val-labels", type=click.Path(path_type=Path), help="Labels of a flat val folder (LOC_val_solution.csv or 'filename wnid').")
+@click.option("--strict", is_flag=True, help="Stop at the first file that cannot be decoded.")
+def main(src, out, splits, size, quality, shard_size, workers, seed, val_labels, strict):
+    """Convert an ImageNet tree to 256x256 WebDataset shards (see DESIGN.md)."""
+    wanted = tuple(s.strip() for s in splits.split(",") if s.strip())
+    unknown = [s for s in wanted if s not in ("train", "val")]
+    if unknown or not wanted:
+        raise click.BadParameter(f"unknown split(s) {unknown}; use train and/or val", param_hint="--splits")
+    opts = Options(src=str(src), out=str(out), splits=wanted, size=size, quality=quality, shard_size=shard_size,
+                   workers=workers or default_workers(), seed=seed, val_labels=val_labels and str(val_labels),
+                   strict=strict)
+    click.echo("options: " + json.dumps(asdict(opts)))
+    run(opts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""The on-disk contracts of DESIGN.md, in one place: shard tars with their DALI index, manifest.json, pca.json.
+
+Writers are deterministic (fixed tar headers, so the same samples give byte-identical tars) and atomic
+(temporary name, then rename). Readers fail with a message that names the file and what is wrong.
+Only numpy and the standard library are used here, so every stage can import it.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+MANIFEST = "manifest.json"
+PCA = "pca.json"
+INDEX_VERSION = "v1.2"  # the format of DALI's wds2idx, read by fn.readers.webdataset
+BLOCK, RECORD = 512, 10240  # tar block and record sizes
+
+
+class DataError(Exception):
+    """A data file is missing or malformed; the message names it."""
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
+
+
+def index_path(tar_path: Path) -> Path:
+    return tar_path.with_suffix(".idx")
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary sibling path; rename it onto `path` only if the block finishes."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1) + "\n")
+
+
+def read_json(path: Path, what: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found ({what})")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+
+
+@dataclass(frozen=True)
+class PackedSample:
+    """One sample as tar bytes (headers, payloads, padding) and its index line, relative to the blob start."""
+    blob: bytes
+    entries: tuple[tuple[str, int, int, str], ...]  # (ext, data offset in blob, size, member name)
+
+
+def pack_sample(key: str, members: dict[str, bytes]) -> PackedSample:
+    """Tar-encode one sample with fixed headers (mtime 0, mode 0444, no owner), so equal input gives equal bytes.
+
+    Done in the converting worker, so the process that writes the shard only concatenates.
+    """
+    if "." in key or "/" in key or not key:
+        raise ValueError(f"bad sample key {key!r}: keys must be non-empty, with no dot or slash")
+    parts, entries, pos = [], [], 0
+    for ext, payload in members.items():
+        info = tarfile.TarInfo(f"{key}.{ext}")
+        info.size, info.mtime, info.mode = len(payload), 0, 0o444
+        header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        padding = b"\0" * (-len(payload) % BLOCK)
+        entries.append((ext, pos + len(header), len(payload), info.name))
+        parts += [header, payload, padding]
+        pos += len(header) + len(payload) + len(padding)
+    return PackedSample(b"".join(parts), tuple(entries))
+
+
+class ShardWriter:
+    """One WebDataset tar plus its DALI index, written under temporary names and renamed by `commit()`.
+
+    The index lists, per sample, `ext offset size name` for each member (DALI's wds2idx format v1.2).
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._tmp = self.path.with_name(f".{self.path.name}.partial")
+        self._file = open(self._tmp, "wb")
+        self._offset = 0
+        self._index: list[str] = []
+        self.samples = 0
+
+    def add(self, key: str, members: dict[str, bytes]) -> None:
+        self.add_packed(pack_sample(key, members))
+
+    def add_packed(self, sample: PackedSample) -> None:
+        self._file.write(sample.blob)
+        self._index.append(" ".join(f"{ext} {self._offset + off} {size} {name}"
+                                    for ext, off, size, name in sample.entries))
+        self._offset += len(sample.blob)
+        self.samples += 1
+
+    def commit(self) -> int:
+        """Finish the tar, move it and its index into place; return the tar's size in bytes."""
+        end = 2 * BLOCK  # end-of-archive: two zero blocks, then padding to a whole record (as tarfile does)
+        end += -(self._offset + end) % RECORD
+        self._file.write(b"\0" * end)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        with atomic_path(index_path(self.path)) as tmp:
+            tmp.write_text(f"{INDEX_VERSION} {len(self._index)}\n" + "".join(line + "\n" for line in self._index))
+        os.replace(self._tmp, self.path)
+        return self._offset + end
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def iter_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield (key, {ext: bytes}) for each sample of a WebDataset tar, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: shard not found")
+    key, members = None, {}
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                base = info.name.rsplit("/", 1)[-1]
+                if base.startswith(".") or "." not in base:
+                    continue
+                k, ext = base.split(".", 1)
+                if k != key and key is not None:
+                    yield key, members
+                    members = {}
+                key = k
+                members[ext] = tar.extractfile(info).read()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable tar ({type(e).__name__}: {e})") from None
+    if key is not None:
+        yield key, members
+
+
+def load_manifest(shards_dir: Path) -> dict:
+    """manifest.json of a shards folder, checked for the fields every stage relies on."""
+    path = Path(shards_dir) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{path}: not found; make shards first: python tools/make_shards.py --src SRC --out {shards_dir}")
+    manifest = read_json(path, "shard manifest")
+    for field in ("size", "classes", "splits"):
+        if field not in manifest:
+            raise DataError(f"{path}: field {field!r} missing; re-run tools/make_shards.py")
+    return manifest
+
+
+def split_shards(shards_dir: Path, split: str, manifest: dict | None = None) -> tuple[list[Path], list[int]]:
+    """The tar paths of a split and their sample counts, checking that each tar and its index exist."""
+    shards_dir = Path(shards_dir)
+    manifest = manifest or load_manifest(shards_dir)
+    entry = manifest["splits"].get(split)
+    if not entry or not entry.get("shards"):
+        have = ", ".join(sorted(manifest["splits"])) or "none"
+        raise DataError(f"{shards_dir / MANIFEST}: no {split!r} shards (splits present: {have}); "
+                        f"make them with: python tools/make_shards.py --splits {split} --out {shards_dir}")
+    paths = [shards_dir / name for name in entry["shards"]]
+    for p in paths:
+        if not p.is_file():
+            raise DataError(f"{p}: listed in {shards_dir / MANIFEST} but missing")
+        if not index_path(p).is_file():
+            raise DataError(f"{index_path(p)}: index of {p.name} missing; re-run tools/make_shards.py")
+    counts = entry.get("shard_samples") or [read_index_count(index_path(p)) for p in paths]
+    return paths, [int(c) for c in counts]
+
+
+def read_index(idx: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+    """[(key, {ext: (offset, size)})] from a DALI index, for random access into its tar."""
+    idx = Path(idx)
+    try:
+        lines = idx.read_text().splitlines()
+        version, count = lines[0].split()
+        if version != INDEX_VERSION:
+            raise ValueError(f"version {version}, expected {INDEX_VERSION}")
+        samples = []
+        for line in lines[1:]:
+            f = line.split()
+            members = {f[i]: (int(f[i + 1]), int(f[i + 2])) for i in range(0, len(f), 4)}
+            samples.append((f[3].split(".", 1)[0], members))
+        if len(samples) != int(count):
+            raise ValueError(f"header says {count} samples, found {len(samples)}")
+        return samples
+    except (OSError, ValueError, IndexError) as e:
+        raise DataError(f"{idx}: not a DALI webdataset index ({e})") from None
+
+
+def read_index_count(idx: Path) -> int:
+    """Number of samples in a shard, from the first line of its DALI index."""
+    try:
+        version, count = Path(idx).read_text().split("\n", 1)[0].split()
+        if version != INDEX_VERSION:
+            raise ValueError(f"version {version}, expected {INDEX_VERSION}")
+        return int(count)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{idx}: not a DALI webdataset index ({e})") from None
+
+
+PCA_FIELDS = ("mean", "std", "cov", "eigval", "eigvec")
+
+
+def load_pca(path: Path) -> dict:
+    """pca.json (DESIGN.md: mean/std/cov/eigval/eigvec on the [0, 1] scale), checked for shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; compute it with: python tools/compute_pca.py --shards {path.parent}")
+    stats = read_json(path, "RGB statistics")
+    shapes = {"mean": (3,), "std": (3,), "eigval": (3,), "cov": (3, 3), "eigvec": (3, 3)}
+    for field, shape in shapes.items():
+        value = stats.get(field)
+        ok = isinstance(value, list) and len(value) == shape[0] and (
+            len(shape) == 1 or all(isinstance(r, list) and len(r) == shape[1] for r in value))
+        if not ok:
+            raise DataError(f"{path}: field {field!r} missing or not of shape {shape}; re-run tools/compute_pca.py")
+    return stats

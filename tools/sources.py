@@ -1,0 +1,191 @@
+"""Find the images of an ImageNet tree and their labels, in every layout DESIGN.md lists.
+
+train: SRC/train/<wnid>/*.JPEG, or Kaggle's SRC/ILSVRC/Data/CLS-LOC/train/<wnid>/*.JPEG
+val:   SRC/val/<wnid>/*.JPEG (class folders), or flat SRC/val/*.JPEG labelled by
+       - Kaggle's LOC_val_solution.csv (ImageId,PredictionString; label = first token), found in SRC,
+       - or a text file `filename wnid` (or Caffe's `filename index`, index into the sorted wnids),
+       given with --val-labels.
+Label index = position of the wnid in the sorted list of train wnids. Listing is sorted, so the result does
+not depend on the file system's order.
+"""
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+WNID = re.compile(r"^n\d{8}$")
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+SPLIT_DIRS = ("{split}", "ILSVRC/Data/CLS-LOC/{split}")
+VAL_LABEL_FILES = ("LOC_val_solution.csv", "ILSVRC/LOC_val_solution.csv")
+
+
+class SourceError(Exception):
+    """The source tree is not usable; the message says what was looked for."""
+
+
+@dataclass(frozen=True)
+class Item:
+    path: str   # relative to SRC, with forward slashes
+    label: int
+    key: str    # sample key in the shards: the file stem, dots replaced
+
+
+@dataclass
+class Listing:
+    items: list[Item]
+    skipped: list[dict]   # {"path", "reason"} for files found but not usable (no label, duplicate key)
+    ignored: int          # non-image files (.DS_Store, *.txt, ...)
+
+
+def sample_key(filename: str) -> str:
+    stem = filename.rsplit(".", 1)[0] if "." in filename else filename
+    return stem.replace(".", "_")
+
+
+def is_image_name(name: str) -> bool:
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def check_src(src: Path) -> Path:
+    src = Path(src)
+    if not src.exists():
+        raise SourceError(f"--src {src}: no such folder")
+    if not src.is_dir():
+        raise SourceError(f"--src {src}: not a folder")
+    if not any(src.iterdir()):
+        raise SourceError(f"--src {src}: the folder is empty")
+    return src
+
+
+def split_dir(src: Path, split: str) -> Path | None:
+    for pattern in SPLIT_DIRS:
+        d = src / pattern.format(split=split)
+        if d.is_dir():
+            return d
+    return None
+
+
+def _looked_for(src: Path, split: str) -> str:
+    return " or ".join(str(src / p.format(split=split)) for p in SPLIT_DIRS)
+
+
+def _class_dirs(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.is_dir() and WNID.match(p.name))
+
+
+def train_classes(src: Path) -> list[str]:
+    """Sorted train wnids: label i is classes[i]."""
+    d = split_dir(src, "train")
+    if d is None:
+        raise SourceError(f"no train folder: looked for {_looked_for(src, 'train')}")
+    classes = [p.name for p in _class_dirs(d)]
+    if not classes:
+        raise SourceError(f"no train classes in {d}: expected sub-folders named like n01440764 (a wnid)")
+    return classes
+
+
+def _add(items: list[Item], seen: dict[str, str], skipped: list[dict], rel: str, label: int) -> None:
+    key = sample_key(rel.rsplit("/", 1)[-1])
+    if key in seen:
+        skipped.append({"path": rel, "reason": f"duplicate key {key!r} (also {seen[key]})"})
+        return
+    seen[key] = rel
+    items.append(Item(rel, label, key))
+
+
+def _list_class_folders(src: Path, d: Path, classes: list[str]) -> Listing:
+    index = {wnid: i for i, wnid in enumerate(classes)}
+    items, skipped, seen, ignored = [], [], {}, 0
+    for cdir in _class_dirs(d):
+        if cdir.name not in index:
+            raise SourceError(f"{cdir}: class {cdir.name} is not one of the {len(classes)} train classes")
+        for f in sorted(cdir.iterdir()):
+            if not f.is_file():
+                continue
+            if not is_image_name(f.name):
+                ignored += 1
+                continue
+            _add(items, seen, skipped, f.relative_to(src).as_posix(), index[cdir.name])
+    return Listing(items, skipped, ignored)
+
+
+def list_train(src: Path, classes: list[str]) -> Listing:
+    d = split_dir(src, "train")
+    return _list_class_folders(src, d, classes)
+
+
+def list_val(src: Path, classes: list[str], val_labels: Path | None = None) -> Listing:
+    d = split_dir(src, "val")
+    if d is None:
+        raise SourceError(f"no val folder: looked for {_looked_for(src, 'val')}")
+    if _class_dirs(d):
+        return _list_class_folders(src, d, classes)
+    files = sorted(f for f in d.iterdir() if f.is_file())
+    images = [f for f in files if is_image_name(f.name)]
+    if not images:
+        raise SourceError(f"{d}: no class folders and no images")
+    label_file = Path(val_labels) if val_labels else _find_val_labels(src, d)
+    labels = read_val_labels(label_file, classes)
+    items, skipped, seen = [], [], {}
+    for f in images:
+        rel = f.relative_to(src).as_posix()
+        label = labels.get(sample_key(f.name))
+        if label is None:
+            skipped.append({"path": rel, "reason": f"no label in {label_file.name}"})
+        else:
+            _add(items, seen, skipped, rel, label)
+    if not items:
+        raise SourceError(f"{label_file}: labels none of the {len(images)} images in {d} (wrong labels file?)")
+    return Listing(items, skipped, len(files) - len(images))
+
+
+def _find_val_labels(src: Path, val_dir: Path) -> Path:
+    candidates = [src / name for name in VAL_LABEL_FILES] + [val_dir / VAL_LABEL_FILES[0]]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise SourceError(
+        f"{val_dir} is flat (no class folders) and no val labels were found: looked for "
+        + ", ".join(str(c) for c in candidates)
+        + "; pass --val-labels FILE (LOC_val_solution.csv, or lines of 'filename wnid')")
+
+
+def read_val_labels(path: Path, classes: list[str]) -> dict[str, int]:
+    """{key: label} from LOC_val_solution.csv or a 'filename wnid' / 'filename index' text file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"--val-labels {path}: no such file")
+    index = {wnid: i for i, wnid in enumerate(classes)}
+    text = path.read_text(errors="replace")
+    first = text.lstrip().split("\n", 1)[0]
+    if "ImageId" in first and "PredictionString" in first:
+        rows = [(r["ImageId"], (r["PredictionString"] or "").split()[:1])
+                for r in csv.DictReader(text.splitlines())]
+        pairs = [(name, tok[0] if tok else "") for name, tok in rows]
+    else:
+        lines = [ln.split() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        if lines and all(len(ln) == 1 and ln[0].isdigit() for ln in lines):
+            raise SourceError(
+                f"{path}: one number per line looks like the devkit's ILSVRC2012_validation_ground_truth.txt, "
+                "whose IDs (1..1000) are not sorted-wnid indices and need the devkit's meta.mat to map; "
+                "use Kaggle's LOC_val_solution.csv or a 'filename wnid' file instead")
+        bad = [ln for ln in lines if len(ln) < 2]
+        if bad:
+            raise SourceError(f"{path}: expected 'filename wnid' on every line, got {' '.join(bad[0])!r}")
+        pairs = [(ln[0], ln[1]) for ln in lines]
+    labels = {}
+    for name, tag in pairs:
+        if WNID.match(tag):
+            if tag not in index:
+                raise SourceError(f"{path}: {name} has class {tag}, which is not a train class")
+            label = index[tag]
+        elif tag.isdigit() and int(tag) < len(classes):
+            label = int(tag)  # Caffe's val.txt: index into the sorted wnids
+        else:
+            raise SourceError(f"{path}: cannot read a label for {name!r} from {tag!r}")
+        labels[sample_key(name.rsplit("/", 1)[-1])] = label
+    if not labels:
+        raise SourceError(f"{path}: no labels in the file")
+    return labels
