@@ -1,0 +1,70 @@
+"""The input pipeline: `make_loader` is the one entry point the training loop uses.
+
+    from pipeline import make_loader
+    train = make_loader("shards", "train", 128, backend="dali", device="cuda", rank=rank, world_size=world)
+    for images, labels in train:   # one epoch: images [B, 3, 224, 224] float32, labels [B] int64, on device
+        ...
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from pipeline.spec import read_spec
+
+BACKENDS = ("dali", "torch")
+
+
+def default_workers(world_size: int = 1) -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores // world_size)
+
+
+def make_loader(shards: str | Path, split: str, batch_size: int, *, backend: str = "dali",
+                device: str | torch.device = "cuda", rank: int = 0, world_size: int = 1, seed: int = 0,
+                augment: bool | None = None, ten_crop: bool = False, workers: int | None = None,
+                limit: int | None = None, pca: str | Path | None = None):
+    """A loader over `split` of a shards folder (DESIGN.md), yielding (images, labels) on `device`.
+
+    images: [B, 3, 224, 224] float32 normalized (or [B, 10, 3, 224, 224] with ten_crop, val only);
+    labels: [B] int64. len(loader) = batches per epoch on this rank; iterating it runs one epoch, and the
+    next iteration continues with the next epoch. train: reshuffled every epoch, the same batch count on all
+    ranks (remainder dropped); val: every sample exactly once across the ranks (last batch may be short).
+    augment defaults to True for train (random 224 window, flip, PCA lighting); limit caps the samples per
+    epoch (train) or evaluates only the first `limit` samples (val). Loaders have state_dict() and
+    load_state_dict() to resume mid-epoch. pca defaults to SHARDS/pca.json.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' asked for, but torch sees no CUDA device; use device='cpu'")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+    elif device.type != "cpu":
+        raise ValueError(f"unknown device {device}; use 'cuda' or 'cpu'")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    if ten_crop and split == "train":
+        raise ValueError("ten_crop is a val-time evaluation; it does not apply to train")
+    spec = read_spec(shards, split, pca)
+    kwargs = dict(device=device, rank=rank, world_size=world_size, seed=seed,
+                  augment=(split == "train") if augment is None else augment, ten_crop=ten_crop,
+                  workers=default_workers(world_size) if workers is None else workers, limit=limit)
+    if backend == "dali":
+        try:
+            from pipeline.dali import DaliLoader
+        except ImportError as e:
+            raise ImportError(f"backend 'dali' needs NVIDIA DALI ({e}); install it with "
+                              "pip install nvidia-dali-cuda130 (or -cuda120), or use backend='torch'") from None
+        return DaliLoader(spec, batch_size, **kwargs)
+    from pipeline.reference import ReferenceLoader
+    return ReferenceLoader(spec, batch_size, **kwargs)

@@ -1,0 +1,37 @@
+"""Checkpoints: plain dicts of tensors and builtins from the unwrapped model, written atomically, read with
+weights_only=True (no pickled code is ever loaded)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing or does not fit the model asked for."""
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint there")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+
+
+def check_arch(ckpt: dict, path: Path, *, variant: str, num_classes: int) -> None:
+    """Refuse a checkpoint made for another architecture or class count, saying which."""
+    arch = ckpt.get("arch") or {}
+    want = {"variant": variant, "num_classes": num_classes}
+    if arch != want:
+        raise CheckpointError(f"{path}: made for {arch or 'an unknown model'}, but this run builds {want}")

@@ -1,0 +1,101 @@
+"""Validation: top-1/top-5 error over every val image exactly once, summed over ranks; the paper's 10-crop test.
+
+    python -m model.evaluate --checkpoint runs/alexnet/checkpoint.pt --shards shards/ [--ten-crop]
+    torchrun --nproc_per_node=2 -m model.evaluate --checkpoint ... --shards shards/ --device cpu
+
+10-crop: the 4 corner and the centre 224 windows and their mirrors; the 10 softmax outputs are averaged.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import click
+import torch
+import torch.nn.functional as F
+
+from model.alexnet import build_model
+from model.checkpoint import CheckpointError, check_arch, load_checkpoint
+from model.distributed import Dist, distributed
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, dist: Dist, *, amp: bool = False) -> dict:
+    """Errors over the loader's images on all ranks. Batches [B, 3, H, W] give centre-crop logits;
+    batches [B, 10, 3, H, W] give the 10-crop average of softmax probabilities."""
+    was_training = model.training
+    model.eval()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
+    sums = torch.zeros(4, dtype=torch.float64, device=dist.device)  # images, top1 hits, top5 hits, nll
+    t0 = time.perf_counter()
+    for images, labels in loader:
+        crops = images.dim() == 5
+        x = images.flatten(0, 1) if crops else images
+        if x.is_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            logits = model(x).float()
+        if crops:
+            prob = F.softmax(logits, dim=-1).view(images.shape[0], images.shape[1], -1).mean(1)
+        else:
+            prob = F.softmax(logits, dim=-1)
+        top5 = prob.topk(min(5, prob.shape[-1]), dim=-1).indices
+        hit = top5 == labels[:, None]
+        sums += torch.stack([torch.tensor(float(len(labels)), device=sums.device), hit[:, 0].sum().double(),
+                             hit.any(1).sum().double(),
+                             -prob.gather(1, labels[:, None]).clamp_min(1e-12).log().sum().double()])
+    n, top1, top5, nll = dist.all_sum(sums.tolist())
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("evaluation saw no images")
+    return {"images": int(n), "top1_err": 1 - top1 / n, "top5_err": 1 - top5 / n, "loss": nll / n,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
+@click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path))
+@click.option("--backend", type=click.Choice(["dali", "torch"]), default="dali", show_default=True)
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda" if torch.cuda.is_available() else "cpu",
+              show_default="cuda if available")
+@click.option("--batch-size", default=128, show_default=True, help="Global batch size (split over ranks).")
+@click.option("--ten-crop/--centre-crop", default=False, help="The paper's 10-crop test, or the centre crop.")
+@click.option("--limit", type=click.IntRange(1), help="Evaluate only the first N val images.")
+@click.option("--workers", type=click.IntRange(0), help="Loader threads/processes per rank.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the result here.")
+def main(checkpoint, shards, backend, device, batch_size, ten_crop, limit, workers, json_path):
+    """Evaluate a saved model on the val shards."""
+    from pipeline import make_loader
+    from tools.shardio import DataError, load_manifest
+
+    try:
+        ckpt = load_checkpoint(checkpoint)
+        arch = ckpt.get("arch") or {}
+        check_arch(ckpt, checkpoint, variant=arch.get("variant", "paper"),
+                   num_classes=len(load_manifest(shards)["classes"]))
+        with distributed(device) as dist:
+            model = build_model(arch["variant"], arch["num_classes"]).to(dist.device)
+            model.load_state_dict(ckpt["model"])
+            if dist.device.type == "cuda":
+                model = model.to(memory_format=torch.channels_last)
+            loader = make_loader(shards, "val", max(1, batch_size // dist.world_size), backend=backend,
+                                 device=dist.device, rank=dist.rank, world_size=dist.world_size, ten_crop=ten_crop,
+                                 workers=workers, limit=limit)
+            result = evaluate(model, loader, dist, amp=dist.device.type == "cuda")
+            result.update({"checkpoint": str(checkpoint), "ten_crop": ten_crop, "backend": backend})
+            if dist.main:
+                click.echo(f"evaluate: {result['images']} images, {'10-crop' if ten_crop else 'centre crop'}: "
+                           f"top-1 error {result['top1_err']:.4f}, top-5 error {result['top5_err']:.4f}, "
+                           f"{result['images'] / result['seconds']:.0f} images/s")
+                if json_path:
+                    json_path.write_text(json.dumps(result, indent=1) + "\n")
+    except (CheckpointError, DataError, ValueError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Run folder output on rank 0: one greppable log line format, metrics.jsonl, and the PNG of the curves."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+
+class RunLog:
+    """runs/<name>/metrics.jsonl (one JSON object per log step and per eval) plus printed lines `[kind] k=v ...`."""
+
+    def __init__(self, run_dir: Path, enabled: bool, echo=print):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.enabled, self.echo = enabled, echo
+        self.t0 = time.time()
+
+    def write(self, kind: str, **values) -> None:
+        if not self.enabled:
+            return
+        record = {"kind": kind, "time": round(time.time() - self.t0, 3), **values}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.echo(f"[{kind}] " + " ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(metrics_path: Path, png_path: Path) -> Path | None:
+    """Train loss by step and val top-1/top-5 error by epoch, side by side."""
+    records = read_metrics(metrics_path)
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    if not train and not evals:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("cross-entropy")
+    ax1.legend()
+    for key, label in (("top1_err", "val top-1 error"), ("top5_err", "val top-5 error")):
+        ax2.plot([r["epoch"] for r in evals], [r[key] for r in evals], marker="o", label=label)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("error")
+    ax2.set_ylim(0, 1)
+    ax2.legend()
+    fig.tight_layout()
+    tmp = Path(png_path).with_name(f".{Path(png_path).name}.partial.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(png_path)
+    return Path(png_path)

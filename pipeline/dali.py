@@ -1,0 +1,152 @@
+"""The NVIDIA DALI input pipeline: shards -> decoded, cropped, flipped, lit, normalized NCHW batches.
+
+With CUDA: the `mixed` decoder (nvJPEG; hardware JPEG decoder share set by `hw_decoder_load`), GPU operators,
+batches left on the GPU. Without CUDA (`device_id=None`): the same graph on DALI's CPU operators.
+
+    train: readers.webdataset (sharded by rank, reshuffled globally each epoch)
+           -> decoders.image_crop (decodes only the 224 window at offsets uniform in 0..32)
+           -> crop_mirror_normalize (flip p=0.5; mean shifted per image by the PCA lighting offset)
+    val:   the centre window, or the 10 windows (corners + centre, and mirrored) stacked per sample.
+Labels: the .cls member is ASCII; it is padded to a fixed width in the graph and parsed to int64 on the host.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.plugin.pytorch import feed_ndarray
+
+from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, TEN_CROP_ANCHORS, ShardSpec, train_batches, val_share
+from tools.shardio import DataError, index_path
+
+LABEL_BYTES = 8                      # widest .cls member accepted (8 decimal digits)
+HW_DECODER_LOAD = 0.65               # share of images sent to the hardware JPEG decoder (A100/H100 have one)
+OFFSETS = [k / MAX_OFFSET for k in range(MAX_OFFSET + 1)]  # crop_pos k/32 -> integer offset k
+
+
+@pipeline_def
+def shard_pipeline(tars, idxs, *, gpu: bool, train: bool, augment: bool, ten_crop: bool, shard_id: int,
+                   num_shards: int, shuffle_seed: int, mean, std, eigval, eigvec, hw_decoder_load: float):
+    # train: a global permutation each epoch, the same on all ranks (same seed), each rank its part of it;
+    # val: stored order, each rank exactly its share, the last batch padded (the loader trims it)
+    order = dict(shuffle_after_epoch=True, shuffle_after_epoch_seed=shuffle_seed) if train else \
+        dict(pad_last_batch=True, stick_to_shard=True)
+    jpegs, cls = fn.readers.webdataset(
+        paths=tars, index_paths=idxs, ext=["jpg", "cls"], missing_component_behavior="error", name="reader",
+        shard_id=shard_id, num_shards=num_shards, **order)
+    decoder = dict(device="mixed" if gpu else "cpu", output_type=types.RGB)
+    if gpu:
+        decoder.update(hw_decoder_load=hw_decoder_load, device_memory_padding=211025920,
+                       host_memory_padding=140544512)
+    scale = [255.0 * s for s in std]
+    if train and augment:
+        pos = fn.random.uniform(values=OFFSETS, shape=[2])
+        images = fn.decoders.image_crop(jpegs, crop=(CROP, CROP), crop_pos_x=pos[0], crop_pos_y=pos[1], **decoder)
+        alpha = fn.random.normal(shape=[3], stddev=ALPHA_STD)
+        offset = fn.coord_transform(fn.reshape(alpha * types.Constant(eigval), shape=[1, 3]),
+                                    M=eigvec.reshape(-1).tolist())  # eigvec @ (alpha * eigval)
+        shift = (types.Constant(mean) - fn.reshape(offset, shape=[3])) * 255.0  # (x/255 + off - mean) / std
+        out = fn.crop_mirror_normalize(images, mean=shift, std=scale, mirror=fn.random.coin_flip(probability=0.5),
+                                       dtype=types.FLOAT, output_layout="CHW")
+    elif ten_crop:
+        images = fn.decoders.image(jpegs, **decoder)
+        out = fn.stack(*[fn.crop_mirror_normalize(images, crop=(CROP, CROP), crop_pos_x=ax, crop_pos_y=ay,
+                                                  mirror=m, mean=[255.0 * v for v in mean], std=scale,
+                                                  dtype=types.FLOAT, output_layout="CHW")
+                         for m in (0, 1) for ax, ay in TEN_CROP_ANCHORS])
+    else:
+        images = fn.decoders.image_crop(jpegs, crop=(CROP, CROP), **decoder)  # centre window
+        out = fn.crop_mirror_normalize(images, mean=[255.0 * v for v in mean], std=scale, dtype=types.FLOAT,
+                                       output_layout="CHW")
+    labels = fn.pad(cls, fill_value=0, shape=[LABEL_BYTES], axes=[0])
+    return out, labels
+
+
+def parse_labels(raw: np.ndarray, where: str = "") -> np.ndarray:
+    """[B, LABEL_BYTES] zero-padded ASCII decimal -> int64 [B] ("5" is 5, not 53)."""
+    digits = raw.astype(np.int64) - ord("0")
+    is_digit = (digits >= 0) & (digits <= 9)
+    blank = np.isin(raw, (0, 9, 10, 13, 32))  # padding and whitespace
+    if not (is_digit | blank).all() or not is_digit.any(axis=1).all():
+        bad = raw[~(is_digit | blank).all(axis=1) | ~is_digit.any(axis=1)][0]
+        raise DataError(f"{where}: a .cls member is not a decimal label: {bytes(bad).rstrip(bytes(1))!r}")
+    value = np.zeros(raw.shape[0], np.int64)
+    for c in range(raw.shape[1]):
+        value = np.where(is_digit[:, c], value * 10 + digits[:, c], value)
+    return value
+
+
+class DaliLoader:
+    """Iterable over one epoch of (images, labels) on `device`; see make_loader."""
+
+    def __init__(self, spec: ShardSpec, batch_size: int, *, device: torch.device, rank: int, world_size: int,
+                 seed: int, augment: bool, ten_crop: bool, workers: int, limit: int | None,
+                 hw_decoder_load: float = HW_DECODER_LOAD):
+        self.spec, self.batch_size, self.device = spec, batch_size, device
+        self.train = spec.split == "train"
+        if self.train:
+            self.batches, self.last = train_batches(spec.samples, batch_size, world_size, limit), batch_size
+        else:
+            begin, end = val_share(spec.samples, rank, world_size, limit)
+            n = end - begin
+            self.batches, self.last = -(-n // batch_size), n - batch_size * (-(-n // batch_size) - 1)
+        # val with a limit stops inside the reader's epoch: such a pipeline is rebuilt for every epoch
+        self._rebuild = not self.train and limit is not None and limit < spec.samples
+        self._kwargs = dict(
+            batch_size=batch_size, num_threads=max(1, workers), seed=(seed * 7919 + rank) % 2**31,
+            device_id=device.index if device.type == "cuda" else None, prefetch_queue_depth=2,
+            enable_checkpointing=self.train,
+            tars=[str(t) for t in spec.tars], idxs=[str(index_path(t)) for t in spec.tars], gpu=device.type == "cuda",
+            train=self.train, augment=augment, ten_crop=ten_crop and not self.train, shard_id=rank,
+            num_shards=world_size, shuffle_seed=seed % 2**31, mean=spec.mean.astype(np.float32),
+            std=spec.std.astype(np.float32), eigval=spec.eigval.astype(np.float32),
+            eigvec=spec.eigvec.astype(np.float32), hw_decoder_load=hw_decoder_load)
+        self._pipe, self._checkpoint = None, None
+        self.epoch, self.batch = 0, 0
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def _build(self):
+        kwargs = dict(self._kwargs)
+        if self._checkpoint:
+            kwargs["checkpoint"] = self._checkpoint
+        try:
+            pipe = shard_pipeline(**kwargs)
+            pipe.build()
+        except RuntimeError as e:
+            raise DataError(f"DALI could not open the shards of {self.spec.shards_dir}: {_first_line(e)}") from None
+        return pipe
+
+    def state_dict(self) -> dict:
+        dali = self._pipe.checkpoint() if self._pipe is not None and self.train else self._checkpoint
+        return {"epoch": self.epoch, "batch": self.batch, "dali": dali}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        self._checkpoint, self._pipe = state.get("dali"), None
+
+    def __iter__(self):
+        if self._pipe is None or self._rebuild:
+            self._pipe = self._build()
+        stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        while self.batch < self.batches:
+            try:
+                images, raw = self._pipe.run()
+            except RuntimeError as e:
+                raise DataError(f"DALI failed reading {self.spec.shards_dir} ({self.spec.split}): "
+                                f"{_first_line(e)}") from None
+            n = self.last if self.batch == self.batches - 1 else self.batch_size
+            dense = images.as_tensor()
+            out = torch.empty(dense.shape(), dtype=torch.float32, device=self.device)
+            feed_ndarray(dense, out, cuda_stream=stream)
+            labels = torch.from_numpy(parse_labels(np.array(raw.as_tensor()), str(self.spec.shards_dir)))
+            self.batch += 1
+            yield out[:n], labels[:n].to(self.device, non_blocking=True)
+        self.epoch, self.batch = self.epoch + 1, 0
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "Error" in ln or ".tar" in ln or ".idx" in ln] or lines or [type(e).__name__]
+    return useful[0].strip()

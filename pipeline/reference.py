@@ -1,0 +1,187 @@
+"""The plain PyTorch reference loader: webdataset tar reading + Pillow decode in DataLoader worker processes.
+
+Same maths and outputs as the DALI pipeline. uint8 crops travel through the workers (4x less than float);
+lighting and normalization run on the whole batch, on the target device.
+
+Every batch is a pure function of (seed, epoch, rank, batch index), whatever the number of workers:
+- the split is a sequence of samples: for train, in epoch e the shard order is permuted with (seed, e) and the
+  samples inside each shard with (seed, e, shard); val keeps stored order;
+- rank r takes its contiguous share of the sequence (disjoint ranks that cover the split); batch j is the j-th
+  run of B samples of that share (train drops the remainder, so every rank has the same batch count; the
+  last val batch may be short);
+- augmentation draws for batch j come from (seed, e, rank, j).
+Worker w builds batches start+w, start+w+W, ..., which DataLoader's round-robin returns in order; a worker
+reads each shard it needs once (webdataset's tar iterator), so resuming at batch k decodes nothing before k.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pipeline.augment import lighting_offset, normalize, ten_crop
+from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, ShardSpec, rank_range, train_batches, val_share
+from tools.shardio import DataError
+
+
+def _read_tar(tar) -> list[tuple[str, bytes, int]]:
+    """All (key, jpg bytes, label) of one shard, with webdataset's tar iterator."""
+    out = []
+    for sample in wds.tariterators.tarfile_samples([{"url": str(tar)}]):
+        try:
+            out.append((sample["__key__"], sample["jpg"], int(sample["cls"])))
+        except (KeyError, ValueError) as e:
+            raise DataError(f"{tar}: sample {sample.get('__key__')}: bad .jpg/.cls ({e!r})") from None
+    return out
+
+
+def _decode(jpg: bytes, key: str) -> np.ndarray:
+    try:
+        return np.asarray(Image.open(io.BytesIO(jpg)).convert("RGB"))
+    except Exception as e:
+        raise DataError(f"sample {key}: .jpg does not decode ({type(e).__name__}: {e})") from None
+
+
+def _chw(arr: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def _centre(img: np.ndarray) -> np.ndarray:
+    """Central CROP x CROP window of an HWC array."""
+    y, x = (img.shape[0] - CROP) // 2, (img.shape[1] - CROP) // 2
+    return img[y:y + CROP, x:x + CROP]
+
+
+def _centre_chw(images: torch.Tensor) -> torch.Tensor:
+    y, x = (images.shape[-2] - CROP) // 2, (images.shape[-1] - CROP) // 2
+    return images[..., y:y + CROP, x:x + CROP]
+
+
+class _Sequence:
+    """Random access to the epoch's sample sequence, caching the shard last read."""
+
+    def __init__(self, spec: ShardSpec, train: bool, seed: int, epoch: int):
+        self.tars, self.counts = list(spec.tars), list(spec.counts)
+        self.order = np.arange(len(self.tars))
+        self.train, self.seed, self.epoch = train, seed, epoch
+        if train:
+            self.order = np.random.default_rng([seed, epoch]).permutation(len(self.tars))
+        self.starts = np.cumsum([0] + [self.counts[i] for i in self.order])
+        self._cached = (None, None)
+
+    def _shard(self, k: int):
+        if self._cached[0] != k:
+            t = int(self.order[k])
+            samples = _read_tar(self.tars[t])
+            if len(samples) != self.counts[t]:
+                raise DataError(f"{self.tars[t]}: {len(samples)} samples, the manifest says {self.counts[t]}")
+            if self.train:
+                perm = np.random.default_rng([self.seed, self.epoch, t]).permutation(len(samples))
+                samples = [samples[i] for i in perm]
+            self._cached = (k, samples)
+        return self._cached[1]
+
+    def take(self, begin: int, end: int) -> list[tuple[str, bytes, int]]:
+        out = []
+        k = int(np.searchsorted(self.starts, begin, side="right")) - 1
+        while begin < end:
+            lo = begin - int(self.starts[k])
+            hi = min(end, int(self.starts[k + 1])) - int(self.starts[k])
+            out += self._shard(k)[lo:hi]
+            begin += hi - lo
+            k += 1
+        return out
+
+
+class _ShardStream(IterableDataset):
+    """Batches start..batches-1 of one rank and epoch, split round-robin across DataLoader workers."""
+
+    def __init__(self, spec: ShardSpec, batch_size: int, *, train: bool, augment: bool, rank: int, seed: int,
+                 epoch: int, start_batch: int, batches: int, share: tuple[int, int]):
+        self.spec, self.b, self.train, self.augment = spec, batch_size, train, augment
+        self.rank, self.seed, self.epoch = rank, seed, epoch
+        self.start_batch, self.batches, self.share = start_batch, batches, share
+
+    def __iter__(self):
+        info = get_worker_info()
+        w, nw = (info.id, info.num_workers) if info else (0, 1)
+        seq = _Sequence(self.spec, self.train, self.seed, self.epoch)
+        for j in range(self.start_batch + w, self.batches, nw):
+            lo = self.share[0] + j * self.b
+            batch = seq.take(lo, min(lo + self.b, self.share[1]))
+            yield self._train_batch(batch, j) if self.train else self._val_batch(batch)
+
+    def _train_batch(self, batch, j: int):
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, j])
+        n = len(batch)
+        xy = rng.integers(0, MAX_OFFSET + 1, size=(n, 2))
+        flip = rng.random(n) < 0.5
+        alpha = torch.from_numpy(rng.normal(0.0, ALPHA_STD, size=(n, 3)).astype(np.float32))
+        images = torch.empty((n, 3, CROP, CROP), dtype=torch.uint8)
+        for i, (key, jpg, _) in enumerate(batch):
+            img = _decode(jpg, key)
+            if self.augment:
+                x, y = xy[i]
+                img = img[y:y + CROP, x:x + CROP]
+                if flip[i]:
+                    img = img[:, ::-1]
+            else:
+                img = _centre(img)
+            images[i] = _chw(img)
+        labels = torch.tensor([lab for _, _, lab in batch], dtype=torch.int64)
+        return images, labels, (alpha if self.augment else None)
+
+    def _val_batch(self, batch):
+        images = torch.stack([_chw(_decode(jpg, key)) for key, jpg, _ in batch])
+        labels = torch.tensor([lab for _, _, lab in batch], dtype=torch.int64)
+        return images, labels, None
+
+
+class ReferenceLoader:
+    """Iterable over one epoch of (images, labels) on `device`; see make_loader."""
+
+    def __init__(self, spec: ShardSpec, batch_size: int, *, device: torch.device, rank: int, world_size: int,
+                 seed: int, augment: bool, ten_crop: bool, workers: int, limit: int | None):
+        self.spec, self.batch_size, self.device = spec, batch_size, device
+        self.rank, self.seed = rank, seed
+        self.train = spec.split == "train"
+        self.augment, self.ten_crop, self.workers = augment and self.train, ten_crop, workers
+        if self.train:
+            self.batches = train_batches(spec.samples, batch_size, world_size, limit)
+            self.share = rank_range(spec.samples, rank, world_size)
+        else:
+            self.share = val_share(spec.samples, rank, world_size, limit)
+            self.batches = -(-(self.share[1] - self.share[0]) // batch_size)
+        self.epoch, self.batch = 0, 0
+        f = dict(dtype=torch.float32, device=device)
+        self.mean, self.std = torch.tensor(spec.mean, **f), torch.tensor(spec.std, **f)
+        self.eigval, self.eigvec = torch.tensor(spec.eigval, **f), torch.tensor(spec.eigvec, **f)
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+
+    def __iter__(self):
+        stream = _ShardStream(self.spec, self.batch_size, train=self.train, augment=self.augment, rank=self.rank,
+                              seed=self.seed, epoch=self.epoch, start_batch=self.batch, batches=self.batches,
+                              share=self.share)
+        workers = max(0, min(self.workers, self.batches - self.batch))
+        loader = DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda",
+                            prefetch_factor=4 if workers else None)
+        for images, labels, alpha in loader:
+            images = images.to(self.device, non_blocking=True)
+            offset = None if alpha is None else lighting_offset(alpha.to(self.device), self.eigval, self.eigvec)
+            if not self.train:
+                images = ten_crop(images) if self.ten_crop else _centre_chw(images)
+            self.batch += 1
+            yield normalize(images, self.mean, self.std, offset), labels.to(self.device, non_blocking=True)
+        self.epoch, self.batch = self.epoch + 1, 0
