@@ -147,6 +147,9 @@ class DaliLoader:
 
 
 def _first_line(e: Exception) -> str:
-    lines = [ln for ln in str(e).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if "Error" in ln or ".tar" in ln or ".idx" in ln] or lines or [type(e).__name__]
-    return useful[0].strip()
+    """The line of a DALI error that says what went wrong (it follows 'encountered:')."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for i, ln in enumerate(lines[:-1]):
+        if ln.startswith("encountered"):
+            return lines[i + 1]
+    return lines[0] if lines else type(e).__name__

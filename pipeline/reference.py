@@ -16,6 +16,7 @@ reads each shard it needs once (webdataset's tar iterator), so resuming at batch
 from __future__ import annotations
 
 import io
+import multiprocessing
 
 import numpy as np
 import torch
@@ -59,6 +60,14 @@ def _centre(img: np.ndarray) -> np.ndarray:
 def _centre_chw(images: torch.Tensor) -> torch.Tensor:
     y, x = (images.shape[-2] - CROP) // 2, (images.shape[-1] - CROP) // 2
     return images[..., y:y + CROP, x:x + CROP]
+
+
+def _worker_context():
+    """Workers come from a clean fork server (torch preloaded there), never forked from this process, which
+    may run DALI or CUDA threads that a fork would copy mid-lock."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["pipeline.reference"])
+    return ctx
 
 
 class _Sequence:
@@ -176,7 +185,8 @@ class ReferenceLoader:
                               share=self.share)
         workers = max(0, min(self.workers, self.batches - self.batch))
         loader = DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda",
-                            prefetch_factor=4 if workers else None)
+                            prefetch_factor=4 if workers else None,
+                            multiprocessing_context=_worker_context() if workers else None)
         for images, labels, alpha in loader:
             images = images.to(self.device, non_blocking=True)
             offset = None if alpha is None else lighting_offset(alpha.to(self.device), self.eigval, self.eigvec)

@@ -127,8 +127,8 @@ def make_demo(out: Path, classes: int = 10, train_per_class: int = 60, val_per_c
         return path.relative_to(out).as_posix()
 
     # odd-but-valid files replace some regular ones; broken and non-image files are extra
-    odd = {(0, 1): "cmyk", (1, 2): "cmyk", (2, 3): "gray", (3, 4): "png_named_jpeg", (4, 5): "palette_png",
-           (5, 6): "rgba_png"} if odd_files else {}
+    kinds = ("cmyk", "cmyk", "gray", "png_named_jpeg", "palette_png", "rgba_png")
+    odd = {(i % classes, i + 1): kind for i, kind in enumerate(kinds)} if odd_files else {}
     for c, w in enumerate(wnids):
         for k in range(train_per_class):
             im = draw_image(rng, c, *_size(rng))

@@ -107,10 +107,13 @@ class ShardState:
             state = read_json(path, "shard state")
         except Exception:
             return None
-        tar = Path(state.get("tar", ""))
-        tar_path = self.dir.parent / tar.name
-        if state.get("fingerprint") != fingerprint or not tar_path.is_file() or \
-                tar_path.stat().st_size != state.get("bytes") or not tar_path.with_suffix(".idx").is_file():
+        if state.get("fingerprint") != fingerprint:
+            return None
+        if state.get("tar") is None:  # a shard whose files were all skipped
+            return state if state.get("samples") == 0 else None
+        tar_path = self.dir.parent / Path(state["tar"]).name
+        if not tar_path.is_file() or tar_path.stat().st_size != state.get("bytes") or \
+                not tar_path.with_suffix(".idx").is_file():
             return None
         return state
 
@@ -157,14 +160,19 @@ def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tupl
                 writer.abort()
                 outputs.close()
                 raise
-            nbytes = writer.commit()
-            results[shard.index] = {"tar": shard.name, "fingerprint": fp, "samples": writer.samples,
+            if writer.samples:
+                tar, nbytes = shard.name, writer.commit()
+            else:  # every file of this shard was skipped: no empty tar (DALI refuses empty indexes)
+                writer.abort()
+                tar, nbytes = None, 0
+            results[shard.index] = {"tar": tar, "fingerprint": fp, "samples": writer.samples,
                                     "bytes": nbytes, "skipped": skipped}
             state.save(shard, results[shard.index])
-    done = [results[s.index] for s in shards]
+    done = [results[s.index] for s in shards if results[s.index]["samples"]]
+    skipped = [s for shard in shards for s in results[shard.index]["skipped"]]
     entry = {"shards": [d["tar"] for d in done], "shard_samples": [d["samples"] for d in done],
              "samples": sum(d["samples"] for d in done), "bytes": sum(d["bytes"] for d in done),
-             "skipped": [s for d in done for s in d["skipped"]]}
+             "skipped": skipped}
     return entry, total
 
 
