@@ -74,12 +74,19 @@ class Config:
 
 
 class StopFlag:
-    """SIGTERM/SIGINT ask for a checkpoint and a clean exit; a second SIGINT interrupts at once."""
+    """While active, SIGTERM/SIGINT ask for a checkpoint and a clean exit; a second SIGINT interrupts at once."""
 
     def __init__(self):
-        self.signal = None
+        self.signal, self._previous = None, {}
+
+    def __enter__(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, frame):
         if self.signal == "SIGINT" and signum == signal.SIGINT:
@@ -99,7 +106,7 @@ def provenance(dist: Dist) -> dict:
     except (OSError, subprocess.SubprocessError):
         commit = None
     device = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else platform.processor() or "cpu"
-    return {"torch": torch.__version__, "dali": dali, "cuda": torch.version.cuda, "device": device,
+    return {"torch": str(torch.__version__), "dali": dali, "cuda": torch.version.cuda, "device": device,
             "world_size": dist.world_size, "git_commit": commit, "python": platform.python_version()}
 
 
@@ -139,6 +146,52 @@ def measure_model(cfg: Config, model, dist: Dist, batch: int, classes: int, step
 def _sync(dist: Dist) -> None:
     if dist.device.type == "cuda":
         torch.cuda.synchronize(dist.device)
+
+
+def train_epoch(net, opt, loader, dist: Dist, log: RunLog, stop: StopFlag, meter: dict, *, cfg: Config,
+                epoch: int, lr: float, step: int, autocast) -> tuple[int, str | None]:
+    """The rest of one epoch. Host syncs only on log steps, where the ranks also agree on stopping.
+    Returns the step count and what ended the epoch early (a signal, "another rank", "max-steps") or None."""
+    net.train()
+    channels_last = dist.device.type == "cuda" and cfg.channels_last
+    bar = tqdm(total=len(loader), initial=loader.batch, desc=f"epoch {epoch}", unit="batch",
+               disable=not dist.main, dynamic_ncols=True, leave=False)
+    loss_sum = torch.zeros((), device=dist.device)
+    n, wait, t_log, stopped = 0, 0.0, time.perf_counter(), None
+    batches = iter(loader)
+    while stopped is None:
+        t0 = time.perf_counter()
+        images, labels = next(batches, (None, None))
+        if images is None:
+            break
+        wait += time.perf_counter() - t0  # time blocked on the loader
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        loss_sum += train_step(net, opt, images, labels, autocast)
+        step, n = step + 1, n + 1
+        bar.update()
+        at_max = cfg.max_steps is not None and step >= cfg.max_steps
+        if step % cfg.log_every and not at_max and loader.batch < len(loader) and \
+                not (dist.world_size == 1 and stop.signal):
+            continue
+        _sync(dist)
+        elapsed = time.perf_counter() - t_log
+        loss, waited, asked = dist.all_sum([loss_sum.item(), wait, float(bool(stop.signal))])
+        loss, waited = loss / (n * dist.world_size), waited / dist.world_size
+        rate = n * cfg.batch_size / elapsed
+        log.write("train", step=step, epoch=epoch, lr=lr, loss=loss, images_per_s=rate, data_wait=waited / elapsed)
+        bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", wait=f"{100 * waited / elapsed:.0f}%")
+        meter["images"] += n * cfg.batch_size
+        meter["seconds"] += elapsed
+        meter["wait"] += waited
+        loss_sum.zero_()
+        n, wait, t_log = 0, 0.0, time.perf_counter()
+        if asked:
+            stopped = stop.signal or "another rank"
+        elif at_max:
+            stopped = "max-steps"
+    bar.close()
+    return step, stopped
 
 
 def train(cfg: Config) -> dict:
@@ -218,81 +271,43 @@ def train(cfg: Config) -> dict:
                                             "config": _plain(asdict(cfg)), "arch": arch, "ranks": ranks,
                                             "world_size": dist.world_size, "provenance": prov})
 
-        stop = StopFlag()
-        totals = {"images": 0, "seconds": 0.0, "wait": 0.0}
-        result, stopped = {}, None
-        for epoch in range(epoch, cfg.epochs):
-            lr = learning_rate(cfg.lr, epoch, schedule=cfg.schedule, milestones=cfg.milestones,
-                               val_errors=val_errors, patience=cfg.patience)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            net.train()
-            bar = tqdm(total=len(train_loader), initial=train_loader.batch, desc=f"epoch {epoch}", unit="batch",
-                       disable=not dist.main, dynamic_ncols=True, leave=False)
-            loss_sum = torch.zeros((), device=dist.device)
-            n_steps, wait, t_log = 0, 0.0, time.perf_counter()
-            it = iter(train_loader)
-            while True:
-                t0 = time.perf_counter()
-                images, labels = next(it, (None, None))
-                if images is None:
+        with StopFlag() as stop:
+            meter = {"images": 0, "seconds": 0.0, "wait": 0.0}
+            result, stopped = {}, None
+            for epoch in range(epoch, cfg.epochs):
+                lr = learning_rate(cfg.lr, epoch, schedule=cfg.schedule, milestones=cfg.milestones,
+                                   val_errors=val_errors, patience=cfg.patience)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                step, stopped = train_epoch(net, opt, train_loader, dist, log, stop, meter, cfg=cfg, epoch=epoch,
+                                            lr=lr, step=step, autocast=autocast)
+                if stopped and stopped != "max-steps":
+                    checkpoint(epoch)
+                    log_echo(f"stopped by {stopped}: checkpoint written to {ckpt_path}; continue with --resume")
                     break
-                wait += time.perf_counter() - t0
-                if on_gpu and cfg.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                loss_sum += train_step(net, opt, images, labels, autocast)
-                step, n_steps = step + 1, n_steps + 1
-                bar.update()
-                at_max = cfg.max_steps is not None and step >= cfg.max_steps
-                if step % cfg.log_every == 0 or at_max or train_loader.batch == len(train_loader) \
-                        or (dist.world_size == 1 and stop.signal):
-                    _sync(dist)
-                    elapsed = time.perf_counter() - t_log
-                    loss, waited, asked = dist.all_sum([loss_sum.item(), wait, float(bool(stop.signal))])
-                    images_done = n_steps * cfg.batch_size
-                    rate = images_done / elapsed
-                    log.write("train", step=step, epoch=epoch, lr=lr, loss=loss / (n_steps * dist.world_size),
-                              images_per_s=rate, data_wait=waited / dist.world_size / elapsed)
-                    bar.set_postfix(loss=f"{loss / (n_steps * dist.world_size):.3f}", img_s=f"{rate:.0f}",
-                                    wait=f"{100 * waited / dist.world_size / elapsed:.0f}%")
-                    totals["images"] += images_done
-                    totals["seconds"] += elapsed
-                    totals["wait"] += waited / dist.world_size
-                    loss_sum.zero_()
-                    n_steps, wait, t_log = 0, 0.0, time.perf_counter()
-                    if asked:
-                        stopped = stop.signal or "another rank"
-                        break
-                    if at_max:
-                        break
-            bar.close()
-            if stopped:
-                checkpoint(epoch)
-                log_echo(f"stopped by {stopped}: checkpoint written to {ckpt_path}; continue with --resume")
-                break
-            partial = train_loader.batch != 0  # max-steps stopped inside the epoch
-            result = evaluate(net, val_loader, dist, amp=on_gpu and cfg.amp)
-            log.write("eval", step=step, epoch=epoch + (0 if partial else 1), **result)
-            if not partial:
-                val_errors.append(result["top1_err"])
-            checkpoint(epoch if partial else epoch + 1)
-            if dist.main:
-                plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
-            if partial or stop.signal:
-                break
+                partial = train_loader.batch != 0  # --max-steps ended it inside the epoch
+                result = evaluate(net, val_loader, dist, amp=on_gpu and cfg.amp)
+                log.write("eval", step=step, epoch=epoch + (0 if partial else 1), **result)
+                if not partial:
+                    val_errors.append(result["top1_err"])
+                checkpoint(epoch if partial else epoch + 1)
+                if dist.main:
+                    plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+                if stopped or stop.signal:
+                    break
 
         summary = {"epochs": len(val_errors), "steps": step, "stopped_by": stopped}
         if result:
             summary.update({"val_top1_err": result["top1_err"], "val_top5_err": result["top5_err"],
                             "val_images": result["images"]})
-        if cfg.ten_crop_eval and not stopped and result:
+        if cfg.ten_crop_eval and stopped in (None, "max-steps") and result:
             tc = make_loader(cfg.shards, "val", max(1, batch // 4), ten_crop=True, limit=cfg.limit_val, **loader_args)
             ten = evaluate(net, tc, dist, amp=on_gpu and cfg.amp)
             log.write("eval_ten_crop", step=step, **ten)
             summary.update({"ten_crop_top1_err": ten["top1_err"], "ten_crop_top5_err": ten["top5_err"]})
-        if totals["seconds"]:
-            summary.update({"train_images_per_s": totals["images"] / totals["seconds"],
-                            "data_wait": totals["wait"] / totals["seconds"]})
+        if meter["seconds"]:
+            summary.update({"train_images_per_s": meter["images"] / meter["seconds"],
+                            "data_wait": meter["wait"] / meter["seconds"]})
         if synthetic_rate:
             summary.update({"synthetic_images_per_s": synthetic_rate,
                             "vs_synthetic": summary.get("train_images_per_s", 0) / synthetic_rate})

@@ -186,7 +186,8 @@ class ReferenceLoader:
         workers = max(0, min(self.workers, self.batches - self.batch))
         loader = DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda",
                             prefetch_factor=4 if workers else None,
-                            multiprocessing_context=_worker_context() if workers else None)
+                            multiprocessing_context=_worker_context() if workers else None,
+                            generator=torch.Generator())  # leave the global RNG (dropout's) untouched
         for images, labels, alpha in loader:
             images = images.to(self.device, non_blocking=True)
             offset = None if alpha is None else lighting_offset(alpha.to(self.device), self.eigval, self.eigvec)
