@@ -10,7 +10,7 @@ TORCH      ?= torch==2.13.0
 DALI_EXTRA ?= dali
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean gpu-check
 
 install: $(VENV)/.installed
 
@@ -29,7 +29,18 @@ test: install
 
 bench: install
 	$(BIN)/python tools/bench_shards.py
+	$(BIN)/python tools/bench_pca.py
+	test -f demo/shards/manifest.json || $(MAKE) demo
 	$(BIN)/python -m pipeline.bench --shards demo/shards
 
 clean:
 	rm -rf demo runs preview.png
+
+# One short real training on one GPU: DALI mixed decoding, bf16, images/s, data-wait and the model-alone
+# (--synthetic) rate for comparison. SHARDS defaults to the demo's; point it at ImageNet shards for real figures.
+SHARDS ?= demo/shards
+gpu-check: install
+	test -f $(SHARDS)/manifest.json || $(MAKE) demo
+	$(BIN)/python -m pipeline.bench --shards $(SHARDS) --device cuda --batch-size 256 --batches 200 --json gpu_bench.json
+	$(BIN)/python -m model.train --shards $(SHARDS) --device cuda --backend dali --name gpu-check --batch-size 256 \
+	  --max-steps 300 --measure-synthetic 100 --log-every 50 --limit-val 2000 --no-ten-crop-eval

@@ -42,22 +42,24 @@ def shard_pipeline(tars, idxs, *, gpu: bool, train: bool, augment: bool, ten_cro
     if train and augment:
         pos = fn.random.uniform(values=OFFSETS, shape=[2])
         images = fn.decoders.image_crop(jpegs, crop=(CROP, CROP), crop_pos_x=pos[0], crop_pos_y=pos[1], **decoder)
-        alpha = fn.random.normal(shape=[3], stddev=ALPHA_STD)
-        offset = fn.coord_transform(fn.reshape(alpha * types.Constant(eigval), shape=[1, 3]),
-                                    M=eigvec.reshape(-1).tolist())  # eigvec @ (alpha * eigval)
-        shift = (types.Constant(mean) - fn.reshape(offset, shape=[3])) * 255.0  # (x/255 + off - mean) / std
-        out = fn.crop_mirror_normalize(images, mean=shift, std=scale, mirror=fn.random.coin_flip(probability=0.5),
-                                       dtype=types.FLOAT, output_layout="CHW")
+        # lighting folded into the per-image mean: (x/255 + eigvec @ (alpha * eigval) - mean) / std
+        #   = (x - shift) / (255 std), shift = 255 mean - 255 eigvec diag(eigval) alpha, one coord_transform
+        alpha = fn.random.normal(shape=[1, 3], stddev=ALPHA_STD)
+        shift = fn.coord_transform(alpha, M=(-255.0 * eigvec * eigval[None, :]).reshape(-1).tolist(),
+                                   T=[255.0 * v for v in mean])
+        out = fn.crop_mirror_normalize(images, mean=fn.reshape(shift, shape=[3]), std=scale,
+                                       mirror=fn.random.coin_flip(probability=0.5), dtype=types.FLOAT,
+                                       output_layout="HWC")
     elif ten_crop:
         images = fn.decoders.image(jpegs, **decoder)
         out = fn.stack(*[fn.crop_mirror_normalize(images, crop=(CROP, CROP), crop_pos_x=ax, crop_pos_y=ay,
                                                   mirror=m, mean=[255.0 * v for v in mean], std=scale,
-                                                  dtype=types.FLOAT, output_layout="CHW")
+                                                  dtype=types.FLOAT, output_layout="HWC")
                          for m in (0, 1) for ax, ay in TEN_CROP_ANCHORS])
     else:
         images = fn.decoders.image_crop(jpegs, crop=(CROP, CROP), **decoder)  # centre window
         out = fn.crop_mirror_normalize(images, mean=[255.0 * v for v in mean], std=scale, dtype=types.FLOAT,
-                                       output_layout="CHW")
+                                       output_layout="HWC")
     labels = fn.pad(cls, fill_value=0, shape=[LABEL_BYTES], axes=[0])
     return out, labels
 
@@ -94,7 +96,7 @@ class DaliLoader:
         self._rebuild = not self.train and limit is not None and limit < spec.samples
         self._kwargs = dict(
             batch_size=batch_size, num_threads=max(1, workers), seed=(seed * 7919 + rank) % 2**31,
-            device_id=device.index if device.type == "cuda" else None, prefetch_queue_depth=2,
+            device_id=device.index if device.type == "cuda" else None, prefetch_queue_depth=2, exec_dynamic=True,
             enable_checkpointing=self.train,
             tars=[str(t) for t in spec.tars], idxs=[str(index_path(t)) for t in spec.tars], gpu=device.type == "cuda",
             train=self.train, augment=augment, ten_crop=ten_crop and not self.train, shard_id=rank,
@@ -138,9 +140,14 @@ class DaliLoader:
                                 f"{_first_line(e)}") from None
             n = self.last if self.batch == self.batches - 1 else self.batch_size
             dense = images.as_tensor()
-            out = torch.empty(dense.shape(), dtype=torch.float32, device=self.device)
-            feed_ndarray(dense, out, cuda_stream=stream)
+            if stream is None:  # CPU: a view of DALI's buffer, kept alive by the tensor (dynamic executor)
+                out = torch.from_numpy(np.asarray(dense))
+            else:  # GPU: a device copy on torch's stream, ordered after DALI's work
+                out = torch.empty(dense.shape(), dtype=torch.float32, device=self.device)
+                feed_ndarray(dense, out, cuda_stream=stream)
             labels = torch.from_numpy(parse_labels(np.array(raw.as_tensor()), str(self.spec.shards_dir)))
+            # HWC memory, NCHW shape: a channels_last tensor, the layout the convolutions want anyway
+            out = out.permute(0, 3, 1, 2) if out.dim() == 4 else out.permute(0, 1, 4, 2, 3)
             self.batch += 1
             yield out[:n], labels[:n].to(self.device, non_blocking=True)
         self.epoch, self.batch = self.epoch + 1, 0

@@ -206,8 +206,11 @@ def run(opts: Options) -> dict:
                + ", ".join(f"{s} {len(l.items)} images" for s, l in listings.items())
                + f"; {opts.workers} workers")
 
+    previous = _previous(out, classes)
     manifest = {"format": FORMAT_VERSION, "size": opts.size, "quality": opts.quality, "classes": classes,
-                "splits": _previous_splits(out, classes), "created_by": "tools/make_shards.py"}
+                "splits": dict(previous.get("splits", {})), "created_by": "tools/make_shards.py"}
+    if "conversion" in previous:
+        manifest["conversion"] = previous["conversion"]
     state = ShardState(out)
     converted = {}
     for split, listing in listings.items():
@@ -225,6 +228,10 @@ def run(opts: Options) -> dict:
     dt = time.perf_counter() - t0
     entries = [manifest["splits"][s] for s in listings]
     n_converted = sum(converted.values())
+    if n_converted:  # how the last conversion went (a re-run that converted nothing keeps the old record)
+        manifest["conversion"] = {"images": n_converted, "seconds": round(dt, 3),
+                                  "images_per_s": round(n_converted / dt, 1), "workers": opts.workers}
+        write_json(out / MANIFEST, manifest)
     images = sum(e["samples"] for e in entries)
     per_split = ", ".join(f"{s} {e['samples']}" for s, e in zip(listings, entries))
     n_shards = sum(len(e["shards"]) for e in entries)
@@ -238,8 +245,9 @@ def run(opts: Options) -> dict:
     return manifest
 
 
-def _previous_splits(out: Path, classes: list[str]) -> dict:
-    """Keep splits converted by an earlier run with the same classes (e.g. --splits val after train)."""
+def _previous(out: Path, classes: list[str]) -> dict:
+    """The manifest of an earlier run with the same classes, whose splits are kept (e.g. --splits val after
+    train); {} if there is none or it was made from other classes."""
     path = out / MANIFEST
     if not path.is_file():
         return {}
@@ -248,7 +256,7 @@ def _previous_splits(out: Path, classes: list[str]) -> dict:
     except Exception:
         return {}
     if old.get("classes") == classes and isinstance(old.get("splits"), dict):
-        return dict(old["splits"])
+        return old
     click.echo(f"note: {path} was made from other classes; its splits are replaced", err=True)
     return {}
 

@@ -1,0 +1,42 @@
+"""The whole chain as a user runs it, on a tiny demo tree: the same commands as README, in seconds."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def sh(*args: str) -> str:
+    r = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"{' '.join(args)}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    return r.stdout
+
+
+@pytest.mark.slow
+def test_demo_tree_to_evaluation(tmp_path):
+    src, shards, runs = tmp_path / "imagenet", tmp_path / "shards", tmp_path / "runs"
+    out = sh("tools/make_demo_data.py", "--out", str(src), "--classes", "3", "--train-per-class", "12",
+             "--val-per-class", "4")
+    assert "3 classes" in out
+    out = sh("tools/make_shards.py", "--src", str(src), "--out", str(shards), "--shard-size", "10")
+    assert "done: 48 images" in out and "3 skipped" in out  # 36 train + 12 val; 3 broken train files... and 1 val
+    out = sh("tools/compute_pca.py", "--shards", str(shards))
+    assert "eigval" in out and (shards / "pca.json").is_file()
+    for backend in ("dali", "torch"):
+        out = sh("-m", "model.train", "--shards", str(shards), "--runs", str(runs), "--name", backend,
+                 "--device", "cpu", "--backend", backend, "--batch-size", "8", "--max-steps", "3",
+                 "--log-every", "1", "--init", "kaiming", "--workers", "1")
+        summary = json.loads((runs / backend / "summary.json").read_text())
+        assert summary["steps"] == 3 and summary["val_images"] == 11
+        assert "ten_crop_top1_err" in summary
+        assert (runs / backend / "curves.png").is_file()
+        out = sh("-m", "model.evaluate", "--checkpoint", str(runs / backend / "checkpoint.pt"), "--shards",
+                 str(shards), "--device", "cpu", "--backend", backend, "--json", str(tmp_path / "e.json"))
+        result = json.loads((tmp_path / "e.json").read_text())
+        assert result["images"] == 11 and result["top1_err"] == pytest.approx(summary["val_top1_err"])
+    out = sh("-m", "pipeline.preview", "--shards", str(shards), "--out", str(tmp_path / "p.png"), "--count", "4")
+    assert (tmp_path / "p.png").stat().st_size > 1000
