@@ -23,7 +23,7 @@ def test_demo_tree_to_evaluation(tmp_path):
              "--val-per-class", "4")
     assert "3 classes" in out
     out = sh("tools/make_shards.py", "--src", str(src), "--out", str(shards), "--shard-size", "10")
-    assert "done: 48 images" in out and "3 skipped" in out  # 36 train + 12 val; 3 broken train files... and 1 val
+    assert "done: 48 images (train 36, val 12)" in out and "4 skipped" in out  # 3 broken train files, 1 val
     out = sh("tools/compute_pca.py", "--shards", str(shards))
     assert "eigval" in out and (shards / "pca.json").is_file()
     for backend in ("dali", "torch"):
@@ -31,12 +31,12 @@ def test_demo_tree_to_evaluation(tmp_path):
                  "--device", "cpu", "--backend", backend, "--batch-size", "8", "--max-steps", "3",
                  "--log-every", "1", "--init", "kaiming", "--workers", "1")
         summary = json.loads((runs / backend / "summary.json").read_text())
-        assert summary["steps"] == 3 and summary["val_images"] == 11
+        assert summary["steps"] == 3 and summary["val_images"] == 12
         assert "ten_crop_top1_err" in summary
         assert (runs / backend / "curves.png").is_file()
         out = sh("-m", "model.evaluate", "--checkpoint", str(runs / backend / "checkpoint.pt"), "--shards",
                  str(shards), "--device", "cpu", "--backend", backend, "--json", str(tmp_path / "e.json"))
         result = json.loads((tmp_path / "e.json").read_text())
-        assert result["images"] == 11 and result["top1_err"] == pytest.approx(summary["val_top1_err"])
+        assert result["images"] == 12 and result["top1_err"] == pytest.approx(summary["val_top1_err"])
     out = sh("-m", "pipeline.preview", "--shards", str(shards), "--out", str(tmp_path / "p.png"), "--count", "4")
     assert (tmp_path / "p.png").stat().st_size > 1000

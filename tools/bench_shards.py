@@ -1,6 +1,6 @@
 """Benchmark: tools/make_shards.py against a naive converter, on the same ImageNet-like sources.
 
-    python tools/bench_shards.py                        # 800 generated photo-like JPEGs, ~500x375
+    python tools/bench_shards.py                        # 1200 generated photo-like JPEGs, ~500x375
     python tools/bench_shards.py --images 2000 --workers 1,2 --json bench_shards.json
     python tools/bench_shards.py --src /data/ILSVRC2012  # your own tree (train split only)
 
@@ -90,7 +90,7 @@ def _timed(fn) -> float:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--src", type=click.Path(path_type=Path), help="An ImageNet tree to use instead of generated images.")
-@click.option("--images", default=800, show_default=True, type=click.IntRange(10), help="Generated images.")
+@click.option("--images", default=1200, show_default=True, type=click.IntRange(10), help="Generated images.")
 @click.option("--workers", default="1,2", show_default=True, help="make_shards --workers values to run.")
 @click.option("--quality", default=90, show_default=True)
 @click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(1))
