@@ -16,7 +16,6 @@ import io
 import json
 import os
 import time
-from functools import partial
 from pathlib import Path
 
 import click

@@ -118,6 +118,10 @@ class DaliLoader:
             pipe.build()
         except RuntimeError as e:
             raise DataError(f"DALI could not open the shards of {self.spec.shards_dir}: {_first_line(e)}") from None
+        epoch_size = pipe.reader_meta("reader")["epoch_size"]  # what the reader found in the index files
+        if epoch_size != self.spec.samples:
+            raise DataError(f"{self.spec.shards_dir}: the index files hold {epoch_size} {self.spec.split} samples, "
+                            f"manifest.json says {self.spec.samples}; re-run tools/make_shards.py")
         return pipe
 
     def state_dict(self) -> dict:

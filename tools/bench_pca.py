@@ -13,7 +13,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import click
 
 from tools import bench_shards, compute_pca, make_shards
 from tools.parallel import ordered_map
+from tools.timing import best_times
 from tools.shardio import split_shards
 
 
@@ -40,6 +40,11 @@ def decode_all(shards: Path, workers: int) -> int:
     tars, _ = split_shards(shards, "train")
     tasks = compute_pca.plan_chunks(tars, None, 0)
     return sum(ordered_map(decode_chunk, tasks, workers, chunksize=1, ahead=2))
+
+
+def fresh_pca(shards: Path, workers: int, out: Path) -> dict:
+    out.unlink(missing_ok=True)  # no reuse of an up-to-date result: every round computes
+    return compute_pca.run(compute_pca.Options(shards=str(shards), workers=workers, out=str(out)))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,15 +66,8 @@ def main(shards, images, workers, repeat, json_path):
         runs = []
         for w in [int(x) for x in workers.split(",")]:
             runs.append(("plain decode (OpenCV)", w, partial(decode_all, shards, w)))
-            runs.append(("compute_pca", w, partial(compute_pca.run, compute_pca.Options(
-                shards=str(shards), workers=w, out=str(tmp / f"pca{w}.json")))))
-        best = [float("inf")] * len(runs)
-        for _ in range(repeat):
-            for i, (_, w, fn) in enumerate(runs):
-                (tmp / f"pca{w}.json").unlink(missing_ok=True)
-                t0 = time.perf_counter()
-                fn()
-                best[i] = min(best[i], time.perf_counter() - t0)
+            runs.append(("compute_pca", w, partial(fresh_pca, shards, w, tmp / f"pca{w}.json")))
+        best = best_times([fn for *_, fn in runs], repeat)
         results = [{"task": name, "workers": w, "images_per_s": n / t} for (name, w, _), t in zip(runs, best)]
         click.echo("\n| workers | plain decode images/s | compute_pca images/s | pca / decode |\n|---|---|---|---|")
         for dec, pca in zip(results[::2], results[1::2]):

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from tools import make_shards, sources
+from tools.timing import best_times
 
 # (width, height, weight): the common ImageNet shapes
 TYPICAL_SIZES = ((500, 375, 0.45), (500, 333, 0.2), (375, 500, 0.15), (500, 400, 0.05), (333, 500, 0.1),
@@ -121,10 +122,7 @@ def main(src, images, workers, quality, shard_size, repeat, json_path):
 
         contenders = [("naive (Pillow, 1 process)", 1, naive)]
         contenders += [("make_shards", w, partial(shards, w)) for w in [int(x) for x in workers.split(",")]]
-        best = [float("inf")] * len(contenders)
-        for _ in range(repeat):  # rounds interleave the contenders, so a noisy moment hits all of them
-            for i, (_, _, fn) in enumerate(contenders):
-                best[i] = min(best[i], _timed(fn))
+        best = best_times([fn for *_, fn in contenders], repeat)
         results = [{"converter": name, "workers": w, "images_per_s": n / t}
                    for (name, w, _), t in zip(contenders, best)]
         base = results[0]["images_per_s"]

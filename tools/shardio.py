@@ -6,7 +6,6 @@ Only numpy and the standard library are used here, so every stage can import it.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import tarfile
