@@ -1,7 +1,7 @@
 """The built-in demo dataset: a small ImageNet-layout tree of synthetic, learnable images, made in seconds.
 
     python tools/make_demo_data.py --out demo/imagenet            # 10 classes x (60 train + 10 val)
-    python tools/make_demo_data.py --out /tmp/t --layout kaggle --val-layout folders
+    python tools/make_demo_data.py --out demo/kaggle --layout kaggle --val-layout folders
 
 Each class is a shape with its own texture and colour family (circle, square, triangle, stripes, checks, ring,
 cross, dots, ...) on a noisy background, at a random place and scale; sizes vary from smaller to larger than
