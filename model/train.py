@@ -127,7 +127,7 @@ def train_step(model, opt, images, labels, autocast) -> torch.Tensor:
 
 def measure_model(cfg: Config, model, dist: Dist, batch: int, classes: int, steps: int, autocast) -> float:
     """images/s (all ranks) of the model alone on random tensors, on copies so training is untouched."""
-    model, opt = copy.deepcopy(model), None
+    model = copy.deepcopy(model)
     opt = make_optimizer(cfg, model)
     fmt = torch.channels_last if dist.device.type == "cuda" and cfg.channels_last else torch.contiguous_format
     x = torch.randn(batch, 3, 224, 224, device=dist.device).contiguous(memory_format=fmt)

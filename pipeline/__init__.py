@@ -7,22 +7,19 @@
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from pipeline.spec import read_spec
+from tools.parallel import default_workers as cores
 
 BACKENDS = ("dali", "torch")
 
 
 def default_workers(world_size: int = 1) -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, cores // world_size)
+    """This rank's share of the cores the process may run on."""
+    return max(1, cores() // world_size)
 
 
 def make_loader(shards: str | Path, split: str, batch_size: int, *, backend: str = "dali",

@@ -19,13 +19,14 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 import torch
 
 from pipeline import default_workers, make_loader
 from pipeline.spec import read_spec
+from tools.bench_pca import decode_chunk
 from tools.compute_pca import plan_chunks
 from tools.parallel import ordered_map
+from tools.shardio import read_samples
 
 
 def rss_mb() -> float:
@@ -74,25 +75,11 @@ def bench_loader(shards: Path, backend: str, device: str, batch_size: int, worke
             "rss_mb_last": memory[-1], "rss_mb_peak": max(memory)}
 
 
-def _decode_opencv(task) -> int:
-    import cv2
-    cv2.setNumThreads(1)
-    tar, samples = task
-    with open(tar, "rb") as f:
-        for _, offset, size in samples:
-            f.seek(offset)
-            cv2.imdecode(np.frombuffer(f.read(size), np.uint8), cv2.IMREAD_COLOR)
-    return len(samples)
-
-
 def _decode_pillow(task) -> int:
     from PIL import Image
-    tar, samples = task
-    with open(tar, "rb") as f:
-        for _, offset, size in samples:
-            f.seek(offset)
-            Image.open(io.BytesIO(f.read(size))).convert("RGB").load()
-    return len(samples)
+    for _, jpeg in read_samples(*task):
+        Image.open(io.BytesIO(jpeg)).convert("RGB").load()
+    return len(task[1])
 
 
 def decode_pool(tasks, fn, workers: int) -> tuple[int, float]:
@@ -159,7 +146,7 @@ def main(shards, backends, device, batch_size, workers, batches, seconds, warmup
             keep(bench_loader(shards, backend, device, batch_size, workers, batches, seconds, warmup))
         if ceiling:
             if device == "cpu":
-                for name, fn in (("decode-only opencv", _decode_opencv), ("decode-only pillow", _decode_pillow)):
+                for name, fn in (("decode-only opencv", decode_chunk), ("decode-only pillow", _decode_pillow)):
                     n, dt = decode_pool(tasks, fn, workers)
                     keep({"backend": name, "images_per_s": n / dt})
             try:

@@ -16,7 +16,7 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import feed_ndarray
 
-from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, TEN_CROP_ANCHORS, ShardSpec, train_batches, val_share
+from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, TEN_CROP_ANCHORS, ShardSpec, epoch_plan
 from tools.shardio import DataError, index_path
 
 LABEL_BYTES = 8                      # widest .cls member accepted (8 decimal digits)
@@ -86,12 +86,7 @@ class DaliLoader:
                  hw_decoder_load: float = HW_DECODER_LOAD):
         self.spec, self.batch_size, self.device = spec, batch_size, device
         self.train = spec.split == "train"
-        if self.train:
-            self.batches, self.last = train_batches(spec.samples, batch_size, world_size, limit), batch_size
-        else:
-            begin, end = val_share(spec.samples, rank, world_size, limit)
-            n = end - begin
-            self.batches, self.last = -(-n // batch_size), n - batch_size * (-(-n // batch_size) - 1)
+        _, self.batches, self.last = epoch_plan(spec, batch_size, rank, world_size, limit)
         # val with a limit stops inside the reader's epoch: such a pipeline is rebuilt for every epoch
         self._rebuild = not self.train and limit is not None and limit < spec.samples
         self._kwargs = dict(

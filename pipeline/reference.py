@@ -25,7 +25,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.augment import lighting_offset, normalize, ten_crop
-from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, ShardSpec, rank_range, train_batches, val_share
+from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, ShardSpec, epoch_plan
 from tools.shardio import DataError
 
 
@@ -159,12 +159,7 @@ class ReferenceLoader:
         self.rank, self.seed = rank, seed
         self.train = spec.split == "train"
         self.augment, self.ten_crop, self.workers = augment and self.train, ten_crop, workers
-        if self.train:
-            self.batches = train_batches(spec.samples, batch_size, world_size, limit)
-            self.share = rank_range(spec.samples, rank, world_size)
-        else:
-            self.share = val_share(spec.samples, rank, world_size, limit)
-            self.batches = -(-(self.share[1] - self.share[0]) // batch_size)
+        self.share, self.batches, _ = epoch_plan(spec, batch_size, rank, world_size, limit)
         self.epoch, self.batch = 0, 0
         f = dict(dtype=torch.float32, device=device)
         self.mean, self.std = torch.tensor(spec.mean, **f), torch.tensor(spec.std, **f)

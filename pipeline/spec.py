@@ -82,6 +82,21 @@ def train_batches(n: int, batch_size: int, world_size: int, limit: int | None = 
     return batches
 
 
+def epoch_plan(spec: ShardSpec, batch_size: int, rank: int, world_size: int,
+               limit: int | None = None) -> tuple[tuple[int, int], int, int]:
+    """(this rank's [begin, end) of the split, batches per epoch, size of the last batch), for both backends.
+
+    train: every rank the same batch count, remainder dropped; val: the rank's share exactly, last batch short.
+    """
+    if spec.split == "train":
+        return rank_range(spec.samples, rank, world_size), train_batches(spec.samples, batch_size, world_size,
+                                                                         limit), batch_size
+    share = val_share(spec.samples, rank, world_size, limit)
+    n = share[1] - share[0]
+    batches = -(-n // batch_size)
+    return share, batches, n - batch_size * (batches - 1)
+
+
 def val_share(n: int, rank: int, world_size: int, limit: int | None = None) -> tuple[int, int]:
     """[begin, end) of the val samples this rank evaluates; with limit, the first `limit` of the split overall."""
     begin, end = rank_range(n, rank, world_size)

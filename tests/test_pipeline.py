@@ -169,8 +169,7 @@ def test_val_epoch_is_exact(id_shards, backend, world, bs):
         for _ in range(2):  # two epochs, the same images each time
             x, _ = collect(ldr)
             got.append(ids(x))
-    per_epoch = [sum(got[r * 2 + e] for r in range(world)) if False else
-                 [i for r in range(world) for i in got[r * 2 + e]] for e in range(2)]
+    per_epoch = [[i for r in range(world) for i in got[r * 2 + e]] for e in range(2)]
     for epoch_ids in per_epoch:
         assert sorted(epoch_ids) == list(range(103))
 

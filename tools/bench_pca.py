@@ -23,17 +23,15 @@ import click
 
 from tools import bench_shards, compute_pca, make_shards
 from tools.parallel import ordered_map
+from tools.shardio import read_samples, split_shards
 from tools.timing import best_times
-from tools.shardio import split_shards
 
 
 def decode_chunk(task) -> int:
-    tar, samples = task
-    with open(tar, "rb") as f:
-        for _, offset, size in samples:
-            f.seek(offset)
-            compute_pca.decode(f.read(size))
-    return len(samples)
+    """Decode one compute_pca task's samples with compute_pca's decoder, and nothing else."""
+    for _, jpeg in read_samples(*task):
+        compute_pca.decode(jpeg)
+    return len(task[1])
 
 
 def decode_all(shards: Path, workers: int) -> int:

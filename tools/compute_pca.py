@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from tools.parallel import default_workers, ordered_map
 from tools.shardio import MANIFEST, PCA, DataError, index_path, load_manifest, read_index, read_json, \
-    split_shards, write_json
+    read_samples, split_shards, write_json
 
 CHUNK = 256  # samples per task: small enough to balance 2 workers on a few shards
 PAIRS = ((0, 1), (0, 2), (1, 2))
@@ -90,19 +90,17 @@ def process_chunk(task: tuple[str, list[tuple[str, int, int]]], mean_image: bool
     """Statistics of some samples of one tar, read by offset; runs in a worker process."""
     tar, samples = task
     sums = Sums()
-    with open(tar, "rb") as f:
-        for key, offset, size in samples:
-            f.seek(offset)
-            img = decode(f.read(size))
-            if img is None:
-                raise DataError(f"{tar}: sample {key}: its .jpg does not decode")
-            sums.add_image(img)
-            if mean_image:
-                if sums.pixel_sum is None:
-                    sums.pixel_sum = np.zeros(img.shape, np.uint64)
-                elif sums.pixel_sum.shape != img.shape:
-                    raise DataError(f"{tar}: sample {key}: size {img.shape} differs; --mean-image needs one size")
-                sums.pixel_sum += img
+    for key, jpeg in read_samples(tar, samples):
+        img = decode(jpeg)
+        if img is None:
+            raise DataError(f"{tar}: sample {key}: its .jpg does not decode")
+        sums.add_image(img)
+        if mean_image:
+            if sums.pixel_sum is None:
+                sums.pixel_sum = np.zeros(img.shape, np.uint64)
+            elif sums.pixel_sum.shape != img.shape:
+                raise DataError(f"{tar}: sample {key}: size {img.shape} differs; --mean-image needs one size")
+            sums.pixel_sum += img
     return sums
 
 

@@ -27,13 +27,11 @@ import click
 REPO = Path(__file__).resolve().parents[1]
 
 
-def step(title: str, cmd: list[str], env: dict | None = None) -> float:
+def step(title: str, cmd: list[str], env: dict | None = None) -> None:
     click.echo(click.style(f"\n== {title}", bold=True) + f"\n$ {' '.join(cmd)}")
-    t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=REPO, env={**os.environ, **(env or {})})
     if r.returncode:
         raise click.ClickException(f"step '{title}' failed (exit {r.returncode}): {' '.join(cmd)}")
-    return time.perf_counter() - t0
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -205,6 +205,14 @@ def read_index(idx: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
         raise DataError(f"{idx}: not a DALI webdataset index ({e})") from None
 
 
+def read_samples(tar: Path | str, samples: list[tuple[str, int, int]]) -> Iterator[tuple[str, bytes]]:
+    """(key, member bytes) for (key, offset, size) entries of a DALI index, read by offset from the tar."""
+    with open(tar, "rb") as f:
+        for key, offset, size in samples:
+            f.seek(offset)
+            yield key, f.read(size)
+
+
 def read_index_count(idx: Path) -> int:
     """Number of samples in a shard, from the first line of its DALI index."""
     try:
