@@ -2,21 +2,21 @@
 weights_only=True (no pickled code is ever loaded)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from shardkit.errors import DataError
+from shardkit.files import atomic_write
 
-class CheckpointError(Exception):
+
+class CheckpointError(DataError):
     """A checkpoint is missing or does not fit the model asked for."""
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as td
 
+from shardkit.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -47,13 +49,13 @@ def distributed(device: str = "cuda"):
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("--device cuda, but torch sees no CUDA device (use --device cpu)")
+            raise ConfigError("--device cuda, but torch sees no CUDA device (use --device cpu)")
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
     elif device == "cpu":
         dev = torch.device("cpu")
     else:
-        raise ValueError(f"unknown device {device!r}; use cuda or cpu")
+        raise ConfigError(f"unknown device {device!r}; use cuda or cpu")
     if world > 1:
         td.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world,
                               device_id=dev if dev.type == "cuda" else None)

@@ -7,8 +7,6 @@
 """
 from __future__ import annotations
 
-import json
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -18,8 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from model.alexnet import build_model
-from model.checkpoint import CheckpointError, check_arch, load_checkpoint
+from model.checkpoint import check_arch, load_checkpoint
 from model.distributed import Dist, distributed
+from shardkit import cli
+from shardkit.errors import DataError
+from shardkit.files import write_json
 
 
 @torch.no_grad()
@@ -50,12 +51,12 @@ def evaluate(model: torch.nn.Module, loader, dist: Dist, *, amp: bool = False) -
     n, top1, top5, nll = dist.all_sum(sums.tolist())
     model.train(was_training)
     if n == 0:
-        raise ValueError("evaluation saw no images")
+        raise DataError("evaluation saw no images: the val split (or --limit) holds none")
     return {"images": int(n), "top1_err": 1 - top1 / n, "top5_err": 1 - top5 / n, "loss": nll / n,
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=cli.CONTEXT)
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
 @click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path))
 @click.option("--backend", type=click.Choice(["dali", "torch"]), default="dali", show_default=True)
@@ -68,34 +69,28 @@ def evaluate(model: torch.nn.Module, loader, dist: Dist, *, amp: bool = False) -
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the result here.")
 def main(checkpoint, shards, backend, device, batch_size, ten_crop, limit, workers, json_path):
     """Evaluate a saved model on the val shards."""
-    from pipeline import make_loader
-    from tools.shardio import DataError, load_manifest
+    from pipeline import dataset_classes, make_loader
 
-    try:
-        ckpt = load_checkpoint(checkpoint)
-        arch = ckpt.get("arch") or {}
-        check_arch(ckpt, checkpoint, variant=arch.get("variant", "paper"),
-                   num_classes=len(load_manifest(shards)["classes"]))
-        with distributed(device) as dist:
-            model = build_model(arch["variant"], arch["num_classes"]).to(dist.device)
-            model.load_state_dict(ckpt["model"])
-            if dist.device.type == "cuda":
-                model = model.to(memory_format=torch.channels_last)
-            loader = make_loader(shards, "val", max(1, batch_size // dist.world_size), backend=backend,
-                                 device=dist.device, rank=dist.rank, world_size=dist.world_size, ten_crop=ten_crop,
-                                 workers=workers, limit=limit)
-            result = evaluate(model, loader, dist, amp=dist.device.type == "cuda")
-            result.update({"checkpoint": str(checkpoint), "ten_crop": ten_crop, "backend": backend})
-            if dist.main:
-                click.echo(f"evaluate: {result['images']} images, {'10-crop' if ten_crop else 'centre crop'}: "
-                           f"top-1 error {result['top1_err']:.4f}, top-5 error {result['top5_err']:.4f}, "
-                           f"{result['images'] / result['seconds']:.0f} images/s")
-                if json_path:
-                    json_path.write_text(json.dumps(result, indent=1) + "\n")
-    except (CheckpointError, DataError, ValueError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+    ckpt = load_checkpoint(checkpoint)
+    arch = ckpt.get("arch") or {}
+    check_arch(ckpt, checkpoint, variant=arch.get("variant", "paper"), num_classes=len(dataset_classes(shards)))
+    with distributed(device) as dist:
+        model = build_model(arch["variant"], arch["num_classes"]).to(dist.device)
+        model.load_state_dict(ckpt["model"])
+        if dist.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        loader = make_loader(shards, "val", max(1, batch_size // dist.world_size), backend=backend,
+                             device=dist.device, rank=dist.rank, world_size=dist.world_size, ten_crop=ten_crop,
+                             workers=workers, limit=limit)
+        result = evaluate(model, loader, dist, amp=dist.device.type == "cuda")
+        result.update({"checkpoint": str(checkpoint), "ten_crop": ten_crop, "backend": backend})
+        if dist.main:
+            click.echo(f"evaluate: {result['images']} images, {'10-crop' if ten_crop else 'centre crop'}: "
+                       f"top-1 error {result['top1_err']:.4f}, top-5 error {result['top5_err']:.4f}, "
+                       f"{result['images'] / result['seconds']:.0f} images/s")
+            if json_path:
+                write_json(json_path, result)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -5,6 +5,8 @@ import json
 import time
 from pathlib import Path
 
+from shardkit.files import atomic_write
+
 
 class RunLog:
     """runs/<name>/metrics.jsonl (one JSON object per log step and per eval) plus printed lines `[kind] k=v ...`."""
@@ -57,8 +59,7 @@ def plot_curves(metrics_path: Path, png_path: Path) -> Path | None:
     ax2.set_ylim(0, 1)
     ax2.legend()
     fig.tight_layout()
-    tmp = Path(png_path).with_name(f".{Path(png_path).name}.partial.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_write(png_path) as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
-    tmp.replace(png_path)
     return Path(png_path)

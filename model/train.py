@@ -18,7 +18,6 @@ import json
 import platform
 import signal
 import subprocess
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -31,12 +30,15 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from model.alexnet import INITS, VARIANTS, build_model
-from model.checkpoint import CheckpointError, check_arch, load_checkpoint, save_checkpoint
+from model.checkpoint import check_arch, load_checkpoint, save_checkpoint
 from model.distributed import Dist, distributed
 from model.evaluate import evaluate
 from model.metrics import RunLog, plot_curves
 from model.optim import PaperSGD
 from model.schedule import learning_rate
+from shardkit import cli
+from shardkit.errors import ConfigError
+from shardkit.files import write_json
 
 
 @dataclass(frozen=True)
@@ -195,17 +197,16 @@ def train_epoch(net, opt, loader, dist: Dist, log: RunLog, stop: StopFlag, meter
 
 
 def train(cfg: Config) -> dict:
-    from pipeline import make_loader
-    from tools.shardio import load_manifest
+    from pipeline import dataset_classes, make_loader
 
     with distributed(cfg.device) as dist:
         log_echo = tqdm.write if dist.main else (lambda *a: None)
         if cfg.batch_size % dist.world_size:
-            raise ValueError(f"--batch-size {cfg.batch_size} does not split over {dist.world_size} ranks")
+            raise ConfigError(f"--batch-size {cfg.batch_size} does not split over {dist.world_size} ranks")
         batch = cfg.batch_size // dist.world_size
         torch.manual_seed(cfg.seed * 1000 + dist.rank)
         run_dir = Path(cfg.runs) / cfg.name
-        classes = len(load_manifest(Path(cfg.shards))["classes"])
+        classes = len(dataset_classes(cfg.shards))
         on_gpu = dist.device.type == "cuda"
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.amp else nullcontext()
 
@@ -218,7 +219,7 @@ def train(cfg: Config) -> dict:
         if dist.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             click.echo(f"config: {json.dumps(asdict(cfg))}\nprovenance: {json.dumps(prov)}")
-            (run_dir / "config.json").write_text(json.dumps({"config": asdict(cfg), "provenance": prov}, indent=1) + "\n")
+            write_json(run_dir / "config.json", {"config": asdict(cfg), "provenance": prov})
         log = RunLog(run_dir, dist.main, echo=log_echo)
 
         if cfg.synthetic:
@@ -324,7 +325,7 @@ def _plain(d: dict) -> dict:
 
 def _finish(dist: Dist, run_dir: Path, summary: dict) -> None:
     if dist.main:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_json(run_dir / "summary.json", summary)
         click.echo("summary: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                           for k, v in summary.items()))
 
@@ -336,7 +337,7 @@ def _int_tuple(ctx, param, value: str) -> tuple[int, ...]:
         raise click.BadParameter("expected comma-separated epochs, e.g. 30,60,80") from None
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=cli.CONTEXT)
 @click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path))
 @click.option("--name", default="alexnet", show_default=True, help="Run folder name under --runs.")
 @click.option("--runs", default="runs", show_default=True, type=click.Path(path_type=Path))
@@ -374,13 +375,8 @@ def main(**options):
     """Train AlexNet on WebDataset shards (see README)."""
     options["compile"] = options.pop("compile_")
     cfg = Config(**{k: str(v) if isinstance(v, Path) else v for k, v in options.items()})
-    from tools.shardio import DataError
-    try:
-        train(cfg)
-    except (DataError, CheckpointError, ValueError, ImportError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+    train(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

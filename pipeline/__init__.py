@@ -12,9 +12,16 @@ from pathlib import Path
 import torch
 
 from pipeline.spec import read_spec
-from tools.parallel import default_workers as cores
+from shardkit.errors import ConfigError, DataError
+from shardkit.format import load_manifest
+from shardkit.parallel import default_workers as cores
 
 BACKENDS = ("dali", "torch")
+
+
+def dataset_classes(shards: str | Path) -> list[str]:
+    """The class list (wnids, label order) of a shards folder: what a model's output layer must match."""
+    return list(load_manifest(Path(shards))["classes"])
 
 
 def default_workers(world_size: int = 1) -> int:
@@ -37,21 +44,21 @@ def make_loader(shards: str | Path, split: str, batch_size: int, *, backend: str
     load_state_dict() to resume mid-epoch. pca defaults to SHARDS/pca.json.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     device = torch.device(device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' asked for, but torch sees no CUDA device; use device='cpu'")
+            raise ConfigError("device 'cuda' asked for, but torch sees no CUDA device; use device='cpu'")
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
     elif device.type != "cpu":
-        raise ValueError(f"unknown device {device}; use 'cuda' or 'cpu'")
+        raise ConfigError(f"unknown device {device}; use 'cuda' or 'cpu'")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        raise ConfigError(f"rank {rank} is not in 0..{world_size - 1}")
     if ten_crop and split == "train":
-        raise ValueError("ten_crop is a val-time evaluation; it does not apply to train")
+        raise ConfigError("ten_crop is a val-time evaluation; it does not apply to train")
     spec = read_spec(shards, split, pca)
     kwargs = dict(device=device, rank=rank, world_size=world_size, seed=seed,
                   augment=(split == "train") if augment is None else augment, ten_crop=ten_crop,
@@ -60,7 +67,7 @@ def make_loader(shards: str | Path, split: str, batch_size: int, *, backend: str
         try:
             from pipeline.dali import DaliLoader
         except ImportError as e:
-            raise ImportError(f"backend 'dali' needs NVIDIA DALI ({e}); install it with "
+            raise ConfigError(f"backend 'dali' needs NVIDIA DALI ({e}); install it with "
                               "pip install nvidia-dali-cuda130 (or -cuda120), or use backend='torch'") from None
         return DaliLoader(spec, batch_size, **kwargs)
     from pipeline.reference import ReferenceLoader

@@ -13,7 +13,6 @@ fastest is the ceiling. Memory: resident set of this process and its workers, sa
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
 from pathlib import Path
@@ -23,10 +22,11 @@ import torch
 
 from pipeline import default_workers, make_loader
 from pipeline.spec import read_spec
-from tools.bench_pca import decode_chunk
-from tools.compute_pca import plan_chunks
-from tools.parallel import ordered_map
-from tools.shardio import read_samples
+from shardkit import cli
+from shardkit.files import write_json
+from shardkit.format import index_path, read_samples
+from shardkit.parallel import ordered_map
+from shardkit.stats import decode_chunk, plan_chunks
 
 
 def rss_mb() -> float:
@@ -92,8 +92,6 @@ def decode_pool(tasks, fn, workers: int) -> tuple[int, float]:
 def decode_dali(tars, device: str, batch_size: int, workers: int, batches: int) -> tuple[int, float]:
     from nvidia.dali import fn, pipeline_def
 
-    from tools.shardio import index_path
-
     @pipeline_def(batch_size=batch_size, num_threads=workers, device_id=0 if device == "cuda" else None)
     def decode_only():
         jpegs, _ = fn.readers.webdataset(paths=[str(t) for t in tars], index_paths=[str(index_path(t)) for t in tars],
@@ -112,7 +110,7 @@ def decode_dali(tars, device: str, batch_size: int, workers: int, batches: int) 
     return batches * batch_size, time.perf_counter() - t0
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=cli.CONTEXT)
 @click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path))
 @click.option("--backends", default="dali,torch", show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cuda" if torch.cuda.is_available() else "cpu",
@@ -170,9 +168,9 @@ def main(shards, backends, device, batch_size, workers, batches, seconds, warmup
     report = {"device": device, "workers": workers, "batch_size": batch_size, "repeat": repeat, "results": results,
               "cpu": os.cpu_count(), "gpu": torch.cuda.get_device_name() if device == "cuda" else None}
     if json_path:
-        json_path.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(json_path, report)
     click.echo(f"bench: {len(results)} contenders, best of {repeat} rounds, batch {batch_size}, {workers} workers")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

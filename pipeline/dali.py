@@ -17,7 +17,8 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import feed_ndarray
 
 from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, TEN_CROP_ANCHORS, ShardSpec, epoch_plan
-from tools.shardio import DataError, index_path
+from shardkit.errors import DataError
+from shardkit.format import index_path
 
 LABEL_BYTES = 8                      # widest .cls member accepted (8 decimal digits)
 HW_DECODER_LOAD = 0.65               # share of images sent to the hardware JPEG decoder (A100/H100 have one)

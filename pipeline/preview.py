@@ -12,6 +12,8 @@ from PIL import Image, ImageDraw
 
 from pipeline import make_loader
 from pipeline.spec import read_spec
+from shardkit import cli
+from shardkit.files import atomic_write
 
 
 def grid(images: np.ndarray, captions: list[str], columns: int = 4, pad: int = 4, caption_h: int = 14) -> Image.Image:
@@ -27,7 +29,7 @@ def grid(images: np.ndarray, captions: list[str], columns: int = 4, pad: int = 4
     return sheet
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=cli.CONTEXT)
 @click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path))
 @click.option("--out", default="preview.png", show_default=True, type=click.Path(path_type=Path))
 @click.option("--backend", type=click.Choice(["dali", "torch"]), default="dali", show_default=True)
@@ -41,11 +43,10 @@ def main(shards, out, backend, count, seed):
     x = images.numpy() * spec.std.reshape(1, 3, 1, 1) + spec.mean.reshape(1, 3, 1, 1)  # back to [0, 1]
     tiles = (np.clip(x, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
     captions = [f"{int(y)} {spec.classes[int(y)]}" for y in labels]
-    tmp = out.with_name(f".{out.name}.partial.png")
-    grid(tiles, captions).save(tmp)
-    tmp.replace(out)
+    with atomic_write(out) as f:
+        grid(tiles, captions).save(f, format="PNG")
     click.echo(f"preview: {len(tiles)} augmented train images ({backend}) -> {out}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.augment import lighting_offset, normalize, ten_crop
 from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, ShardSpec, epoch_plan
-from tools.shardio import DataError
+from shardkit.errors import DataError
 
 
 def _read_tar(tar) -> list[tuple[str, bytes, int]]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.shardio import PCA, DataError, index_path, load_manifest, load_pca, read_index, split_shards
+from shardkit.errors import ConfigError, DataError
+from shardkit.format import PCA, index_path, load_manifest, load_pca, read_index, split_shards
 
 CROP = 224            # the paper's training window
 MAX_OFFSET = 32       # 256 - 224: window offsets are uniform over 0..32 in x and in y
@@ -40,7 +41,7 @@ class ShardSpec:
 def read_spec(shards_dir: Path | str, split: str, pca_path: Path | str | None = None) -> ShardSpec:
     """Manifest, shard files and pca.json, with errors that name the file and the command that makes it."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+        raise ConfigError(f"unknown split {split!r}; use one of {SPLITS}")
     shards_dir = Path(shards_dir)
     manifest = load_manifest(shards_dir)
     tars, counts = split_shards(shards_dir, split, manifest)

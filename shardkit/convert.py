@@ -1,36 +1,33 @@
-"""ImageNet tree -> 256x256 WebDataset shards + DALI index files + manifest.json (DESIGN.md, "Shards").
+"""ImageNet tree -> 256x256 WebDataset shards + DALI index files + manifest.json (docs/FORMAT.md, "Shards").
+The library behind tools/make_shards.py: `convert(Options(...))` does the whole conversion.
 
-    python tools/make_shards.py --src /data/ILSVRC2012 --out shards/
-    python tools/make_shards.py --src demo/imagenet --out shards/ --splits train,val --shard-size 200
-
-Every image: shorter side resized to --size (antialiased), central --size x --size cut out, saved as a baseline
-RGB JPEG (`<key>.jpg`) with its class index as ASCII (`<key>.cls`). Train is shuffled globally by --seed before
-being cut into shards of --shard-size; val keeps sorted order. Worker processes convert, this process writes,
-in order, so the bytes do not depend on --workers. A shard is written under a temporary name and renamed
+Every image: shorter side resized to `size` (antialiased), central size x size cut out, saved as a baseline
+RGB JPEG (`<key>.jpg`) with its class index as ASCII (`<key>.cls`). Train is shuffled globally by `seed` before
+being cut into shards of `shard_size`; val keeps sorted order. Worker processes convert, this process writes,
+in order, so the bytes do not depend on `workers`. A shard is written under a temporary name and renamed
 when complete, with a state file under OUT/.make_shards/; a re-run keeps finished shards and does the rest.
-Files that cannot be decoded are skipped and listed in the manifest (fatal with --strict).
+Files that cannot be decoded are skipped and listed in the manifest (fatal with `strict`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python tools/make_shards.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import click
 import numpy as np
 from tqdm import tqdm
 
-from tools import imaging, sources
-from tools.parallel import default_workers, ordered_map
-from tools.shardio import MANIFEST, PackedSample, ShardWriter, pack_sample, read_json, shard_name, write_json
+from shardkit import imaging, sources
+from shardkit.errors import ConfigError, DataError
+from shardkit.files import write_json
+from shardkit.format import MANIFEST, PackedSample, ShardWriter, pack_sample, read_json, shard_name
+from shardkit.parallel import default_workers, ordered_map
 
+SPLITS = ("train", "val")
 STATE_DIR = ".make_shards"
 FORMAT_VERSION = 1  # bump when the bytes written for the same options change
 
@@ -38,12 +35,12 @@ FORMAT_VERSION = 1  # bump when the bytes written for the same options change
 @dataclass(frozen=True)
 class Options:
     src: str
-    out: str
+    out: str = "shards"
     splits: tuple[str, ...] = ("train", "val")
     size: int = 256
     quality: int = 90
     shard_size: int = 1000
-    workers: int = 1
+    workers: int | None = None  # None: every core this process may use
     seed: int = 0
     val_labels: str | None = None
     strict: bool = False
@@ -105,7 +102,7 @@ class ShardState:
             return None
         try:
             state = read_json(path, "shard state")
-        except Exception:
+        except DataError:  # a damaged state file: the shard is simply made again
             return None
         if state.get("fingerprint") != fingerprint:
             return None
@@ -138,9 +135,9 @@ def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tupl
     total = sum(len(s.items) for s, _ in pending)
     if results:
         click.echo(f"{split}: {len(results)} of {len(shards)} shards already done, kept")
-    convert = partial(convert_item, size=opts.size, quality=opts.quality)
+    work = partial(convert_item, size=opts.size, quality=opts.quality)
     jobs = ((str(src / it.path), it.key, it.label) for shard, _ in pending for it in shard.items)
-    outputs = ordered_map(convert, jobs, opts.workers, initializer=_worker_init)
+    outputs = ordered_map(work, jobs, opts.workers, initializer=_worker_init)
     with tqdm(total=total, unit="img", desc=split, disable=total == 0, dynamic_ncols=True) as bar:
         for shard, fp in pending:
             writer = ShardWriter(out / shard.name)
@@ -151,7 +148,7 @@ def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tupl
                     bar.update()
                     if packed is None:
                         if opts.strict:
-                            raise click.ClickException(f"{src / item.path}: {reason} (--strict)")
+                            raise DataError(f"{src / item.path}: {reason} (--strict)")
                         skipped.append({"path": item.path, "reason": reason})
                         bar.write(f"skipped {item.path}: {reason}")
                         continue
@@ -183,25 +180,27 @@ def check_out(out: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise click.ClickException(f"--out {out}: cannot write there ({e.strerror or e})") from None
+        raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
 
 
-def run(opts: Options) -> dict:
+def convert(opts: Options) -> dict:
     """The whole conversion; returns the manifest it wrote."""
+    unknown = [s for s in opts.splits if s not in SPLITS]
+    if unknown or not opts.splits:
+        raise ConfigError(f"--splits: unknown split(s) {unknown}; use {' and/or '.join(SPLITS)}")
+    if opts.workers is None:
+        opts = replace(opts, workers=default_workers())
     t0 = time.perf_counter()
     src, out = Path(opts.src), Path(opts.out)
     check_out(out)
-    try:
-        sources.check_src(src)
-        classes = sources.train_classes(src)
-        listings = {}
-        for split in opts.splits:
-            if split == "train":
-                listings[split] = sources.list_train(src, classes)
-            else:
-                listings[split] = sources.list_val(src, classes, opts.val_labels and Path(opts.val_labels))
-    except sources.SourceError as e:
-        raise click.ClickException(str(e)) from None
+    sources.check_src(src)
+    classes = sources.train_classes(src)
+    listings = {}
+    for split in opts.splits:
+        if split == "train":
+            listings[split] = sources.list_train(src, classes)
+        else:
+            listings[split] = sources.list_val(src, classes, opts.val_labels and Path(opts.val_labels))
     click.echo(f"make_shards: {src} -> {out}: {len(classes)} classes, "
                + ", ".join(f"{s} {len(l.items)} images" for s, l in listings.items())
                + f"; {opts.workers} workers")
@@ -216,7 +215,7 @@ def run(opts: Options) -> dict:
     for split, listing in listings.items():
         if opts.strict and listing.skipped:
             s = listing.skipped[0]
-            raise click.ClickException(f"{src / s['path']}: {s['reason']} (--strict)")
+            raise DataError(f"{src / s['path']}: {s['reason']} (--strict)")
         shards = plan_shards(split, listing.items, opts.shard_size, opts.seed)
         entry, converted[split] = convert_split(shards, opts, state)
         entry["skipped"] = listing.skipped + entry["skipped"]
@@ -253,37 +252,9 @@ def _previous(out: Path, classes: list[str]) -> dict:
         return {}
     try:
         old = read_json(path, "previous manifest")
-    except Exception:
+    except DataError:  # unreadable: nothing of it can be kept
         return {}
     if old.get("classes") == classes and isinstance(old.get("splits"), dict):
         return old
     click.echo(f"note: {path} was made from other classes; its splits are replaced", err=True)
     return {}
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--src", required=True, type=click.Path(path_type=Path), help="ImageNet tree (train/, val/ or ILSVRC/Data/CLS-LOC/).")
-@click.option("--out", default="shards", show_default=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--splits", default="train,val", show_default=True, help="Comma-separated: train, val.")
-@click.option("--size", default=256, show_default=True, type=click.IntRange(16, 4096), help="Output side in pixels.")
-@click.option("--quality", default=90, show_default=True, type=click.IntRange(1, 100), help="JPEG quality.")
-@click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(1), help="Images per shard (at most).")
-@click.option("--workers", default=None, type=click.IntRange(1), help="Worker processes [default: all cores].")
-@click.option("--seed", default=0, show_default=True, help="Seed of the global train shuffle.")
-@click.option("--val-labels", type=click.Path(path_type=Path), help="Labels of a flat val folder (LOC_val_solution.csv or 'filename wnid').")
-@click.option("--strict", is_flag=True, help="Stop at the first file that cannot be decoded.")
-def main(src, out, splits, size, quality, shard_size, workers, seed, val_labels, strict):
-    """Convert an ImageNet tree to 256x256 WebDataset shards (see DESIGN.md)."""
-    wanted = tuple(s.strip() for s in splits.split(",") if s.strip())
-    unknown = [s for s in wanted if s not in ("train", "val")]
-    if unknown or not wanted:
-        raise click.BadParameter(f"unknown split(s) {unknown}; use train and/or val", param_hint="--splits")
-    opts = Options(src=str(src), out=str(out), splits=wanted, size=size, quality=quality, shard_size=shard_size,
-                   workers=workers or default_workers(), seed=seed, val_labels=val_labels and str(val_labels),
-                   strict=strict)
-    click.echo("options: " + json.dumps(asdict(opts)))
-    run(opts)
-
-
-if __name__ == "__main__":
-    main()

@@ -16,17 +16,12 @@ class folders (folders).
 from __future__ import annotations
 
 import io
-import json
-import sys
-import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python tools/make_demo_data.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import click
 import numpy as np
 from PIL import Image, ImageDraw
+
+from shardkit.files import write_json
 
 SHAPES = ("circle", "square", "triangle", "hstripes", "vstripes", "checks", "ring", "cross", "dstripes", "dots")
 HUES = (0, 120, 230, 55, 300, 180, 25, 270, 90, 200)  # one colour family per class (degrees)
@@ -194,31 +189,36 @@ def make_demo(out: Path, classes: int = 10, train_per_class: int = 60, val_per_c
         put("LOC_val_solution.csv", ("\n".join(solution) + "\n").encode())
     elif val_layout == "txt":
         put("val_labels.txt", ("\n".join(plain) + "\n").encode())
-    (out / "demo.json").write_text(json.dumps(info, indent=1) + "\n")
+    write_json(out / "demo.json", info)  # last, so its presence means the tree is complete
     return info
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--out", default="demo/imagenet", show_default=True, type=click.Path(path_type=Path))
-@click.option("--classes", default=10, show_default=True, type=click.IntRange(2, 1000))
-@click.option("--train-per-class", default=60, show_default=True, type=click.IntRange(1))
-@click.option("--val-per-class", default=10, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=0, show_default=True)
-@click.option("--layout", type=click.Choice(["imagenet", "kaggle"]), default="imagenet", show_default=True)
-@click.option("--val-layout", type=click.Choice(["csv", "txt", "folders"]), default="csv", show_default=True)
-def main(out, classes, train_per_class, val_per_class, seed, layout, val_layout):
-    """Write the synthetic ImageNet-layout demo tree."""
-    if (out / "demo.json").is_file():
-        click.echo(f"make_demo_data: {out} already made (remove it to make it again)")
-        return
-    t0 = time.perf_counter()
-    info = make_demo(out, classes, train_per_class, val_per_class, seed, layout, val_layout)
-    dt = time.perf_counter() - t0
-    n = info["train"] + info["val"]
-    click.echo(f"make_demo_data: {out}: {classes} classes, {info['train']} train + {info['val']} val images "
-               f"({len(info['odd'])} odd, {len(info['broken'])} broken, {len(info['ignored'])} non-image files) "
-               f"in {dt:.1f} s, {n / dt:.0f} images/s")
+# Photo-like sources for the benchmarks: decode and compress like ImageNet photographs, at its common sizes.
+# (width, height, weight): the common ImageNet shapes
+TYPICAL_SIZES = ((500, 375, 0.45), (500, 333, 0.2), (375, 500, 0.15), (500, 400, 0.05), (333, 500, 0.1),
+                 (500, 500, 0.05))
 
 
-if __name__ == "__main__":
-    main()
+def photo_like(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """1/f ("pink") noise with correlated colour channels: compresses and decodes like a photograph."""
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    amp = 1.0 / np.maximum(np.hypot(fx, fy), 1.0 / max(width, height)) ** 1.1
+    luma = np.fft.irfft2(amp * np.exp(2j * np.pi * rng.random(amp.shape)), s=(height, width))
+    chroma = np.fft.irfft2(amp * np.exp(2j * np.pi * rng.random((2, *amp.shape))), s=(height, width))
+    luma = (luma - luma.mean()) / (luma.std() + 1e-9)
+    chroma = chroma / (chroma.std() + 1e-9)
+    rgb = np.stack([luma + 0.4 * chroma[0], luma - 0.2 * chroma[0] - 0.2 * chroma[1], luma + 0.4 * chroma[1]], -1)
+    rgb = 118 + 48 * rgb + rng.normal(0, 4, rgb.shape)  # sensor noise keeps the high frequencies busy
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+def make_sources(root: Path, n: int, classes: int = 10, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    sizes = [(w, h) for w, h, _ in TYPICAL_SIZES]
+    weights = np.array([p for *_, p in TYPICAL_SIZES])
+    for i in range(n):
+        w, h = sizes[rng.choice(len(sizes), p=weights / weights.sum())]
+        d = root / "train" / f"n{10000000 + i % classes:08d}"
+        d.mkdir(parents=True, exist_ok=True)
+        photo_like(rng, w, h).save(d / f"img_{i:06d}.JPEG", quality=90)

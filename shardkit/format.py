@@ -1,27 +1,27 @@
-"""The on-disk contracts of DESIGN.md, in one place: shard tars with their DALI index, manifest.json, pca.json.
+"""The on-disk contract of docs/FORMAT.md, in one place: shard tars with their DALI index, manifest.json,
+pca.json. The writers (tools/make_shards.py, tools/compute_pca.py) and the readers (pipeline/) both import it.
 
 Writers are deterministic (fixed tar headers, so the same samples give byte-identical tars) and atomic
-(temporary name, then rename). Readers fail with a message that names the file and what is wrong.
-Only numpy and the standard library are used here, so every stage can import it.
+(shardkit.files). Readers raise DataError with a message that names the file, what is wrong and the fix.
+Only the standard library is used here, so every stage can import it.
 """
 from __future__ import annotations
 
 import json
-import os
 import tarfile
-from contextlib import contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from shardkit.errors import DataError
+from shardkit.files import atomic_write, write_json
 
 MANIFEST = "manifest.json"
 PCA = "pca.json"
 INDEX_VERSION = "v1.2"  # the format of DALI's wds2idx, read by fn.readers.webdataset
 BLOCK, RECORD = 512, 10240  # tar block and record sizes
 
-
-class DataError(Exception):
-    """A data file is missing or malformed; the message names it."""
 
 
 def shard_name(split: str, index: int) -> str:
@@ -30,24 +30,6 @@ def shard_name(split: str, index: int) -> str:
 
 def index_path(tar_path: Path) -> Path:
     return tar_path.with_suffix(".idx")
-
-
-@contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary sibling path; rename it onto `path` only if the block finishes."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json(path: Path, obj) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1) + "\n")
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -94,8 +76,8 @@ class ShardWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._tmp = self.path.with_name(f".{self.path.name}.partial")
-        self._file = open(self._tmp, "wb")
+        self._files = ExitStack()
+        self._file = self._files.enter_context(atomic_write(self.path))
         self._offset = 0
         self._index: list[str] = []
         self.samples = 0
@@ -111,21 +93,18 @@ class ShardWriter:
         self.samples += 1
 
     def commit(self) -> int:
-        """Finish the tar, move it and its index into place; return the tar's size in bytes."""
+        """Finish the tar, move its index and then the tar into place; return the tar's size in bytes."""
         end = 2 * BLOCK  # end-of-archive: two zero blocks, then padding to a whole record (as tarfile does)
         end += -(self._offset + end) % RECORD
         self._file.write(b"\0" * end)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        with atomic_path(index_path(self.path)) as tmp:
-            tmp.write_text(f"{INDEX_VERSION} {len(self._index)}\n" + "".join(line + "\n" for line in self._index))
-        os.replace(self._tmp, self.path)
+        with atomic_write(index_path(self.path), "w") as f:
+            f.write(f"{INDEX_VERSION} {len(self._index)}\n" + "".join(line + "\n" for line in self._index))
+        self._files.close()  # flush, fsync, rename the tar
         return self._offset + end
 
     def abort(self) -> None:
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        """Drop the unfinished tar (its temporary file is removed; nothing under the final name changes)."""
+        self._files.__exit__(DataError, DataError("aborted"), None)
 
 
 def iter_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:

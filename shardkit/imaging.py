@@ -1,7 +1,7 @@
 """Turn one ImageNet source file into the shard image: the paper's shorter-side-to-256 + centre crop, as a
 baseline RGB JPEG.
 
-    from tools.imaging import convert
+    from shardkit.imaging import convert
     jpeg_bytes = convert(open("n01440764_10026.JPEG", "rb").read(), size=256, quality=90)
 
 Geometry: the central square of the source (side = its shorter side, offset `(long - short) // 2`) is resized

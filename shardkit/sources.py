@@ -15,13 +15,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from shardkit.errors import DataError
+
 WNID = re.compile(r"^n\d{8}$")
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLIT_DIRS = ("{split}", "ILSVRC/Data/CLS-LOC/{split}")
 VAL_LABEL_FILES = ("LOC_val_solution.csv", "ILSVRC/LOC_val_solution.csv")
 
 
-class SourceError(Exception):
+class SourceError(DataError):
     """The source tree is not usable; the message says what was looked for."""
 
 

@@ -1,8 +1,5 @@
 """RGB mean, std, covariance and its PCA over every pixel of the train shards -> shards/pca.json.
-
-    python tools/compute_pca.py --shards shards/
-    python tools/compute_pca.py --shards shards/ --max-images 10000 --seed 0   # quick, seeded estimate
-    python tools/compute_pca.py --shards shards/ --mean-image                  # also shards/mean_image.npy
+The library behind tools/compute_pca.py: `compute(Options(shards=...))`.
 
 Pixels are on the [0, 1] scale (value / 255). The sums are kept as exact integers (sum of x and of x_i * x_j
 per image, merged by integer addition), so the result is the same bits whatever --workers and the shard
@@ -10,28 +7,25 @@ order are; cov = (M * Q - S S^T) / (M^2 255^2) is formed from those integers. ei
 variances; column j of eigvec is the unit eigenvector of eigval[j], its largest-magnitude component made
 positive (the sign rule, so runs agree). Work is split into chunks of samples read by offset through the DALI
 index, decoded with OpenCV (libjpeg-turbo) in worker processes. A pca.json made with the same shards and
-options is kept (use --force to recompute).
+options is kept (unless `force`); a recomputed one replaces it only once complete.
 """
 from __future__ import annotations
 
-import json
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python tools/compute_pca.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import click
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from tools.parallel import default_workers, ordered_map
-from tools.shardio import MANIFEST, PCA, DataError, index_path, load_manifest, read_index, read_json, \
-    read_samples, split_shards, write_json
+from shardkit.errors import DataError
+from shardkit.files import atomic_write, write_json
+from shardkit.format import MANIFEST, PCA, index_path, load_manifest, read_index, read_json, read_samples, \
+    split_shards
+from shardkit.parallel import default_workers, ordered_map
 
 CHUNK = 256  # samples per task: small enough to balance 2 workers on a few shards
 PAIRS = ((0, 1), (0, 2), (1, 2))
@@ -40,12 +34,13 @@ BGR_TO_RGB = (2, 1, 0)
 
 @dataclass(frozen=True)
 class Options:
-    shards: str
-    workers: int = 1
+    shards: str = "shards"
+    workers: int | None = None  # None: every core this process may use
     max_images: int | None = None
     seed: int = 0
-    out: str | None = None
+    out: str | None = None      # None: SHARDS/pca.json
     mean_image: bool = False
+    force: bool = False         # recompute even when the existing output is up to date
 
 
 @dataclass
@@ -104,6 +99,15 @@ def process_chunk(task: tuple[str, list[tuple[str, int, int]]], mean_image: bool
     return sums
 
 
+def decode_chunk(task: tuple[str, list[tuple[str, int, int]]]) -> int:
+    """Read and decode one task's samples with the same decoder, and nothing else: the decode ceiling that
+    compute_pca and the loaders are measured against."""
+    tar, samples = task
+    for _, jpeg in read_samples(tar, samples):
+        decode(jpeg)
+    return len(samples)
+
+
 def plan_chunks(tars: list[Path], max_images: int | None, seed: int) -> list[tuple[str, list]]:
     """(tar, [(key, offset, size)]) tasks; with max_images, a seeded uniform subset of all samples."""
     per_tar = []
@@ -153,8 +157,11 @@ def statistics(sums: Sums) -> dict:
             "eigval": eigval.tolist(), "eigvec": eigvec.tolist(), "images": sums.images, "pixels": m}
 
 
-def run(opts: Options) -> dict:
+def compute(opts: Options) -> dict:
+    """Compute (or keep, when up to date) the statistics of a shards folder; returns what pca.json holds."""
     t0 = time.perf_counter()
+    if opts.workers is None:
+        opts = replace(opts, workers=default_workers())
     shards_dir = Path(opts.shards)
     out = Path(opts.out) if opts.out else shards_dir / PCA
     manifest = load_manifest(shards_dir)
@@ -162,7 +169,7 @@ def run(opts: Options) -> dict:
     source = {"manifest": str(shards_dir / MANIFEST), "shards": [t.name for t in tars],
               "shard_bytes": [t.stat().st_size for t in tars], "max_images": opts.max_images,
               "seed": opts.seed if opts.max_images else None, "mean_image": opts.mean_image}
-    if out.is_file():
+    if out.is_file() and not opts.force:
         try:
             if read_json(out, "previous statistics").get("source") == source:
                 click.echo(f"compute_pca: {out} is up to date with {len(tars)} train shards, kept (--force to redo)")
@@ -187,9 +194,8 @@ def run(opts: Options) -> dict:
     if opts.mean_image:
         mean_img = (total.pixel_sum[:, :, list(BGR_TO_RGB)] / (255.0 * total.images)).astype(np.float32)
         npy = out.with_name("mean_image.npy")
-        with open(npy.with_name(f".{npy.name}.partial"), "wb") as f:
+        with atomic_write(npy) as f:
             np.save(f, mean_img)
-        Path(f.name).replace(npy)
         stats["mean_image"] = npy.name
     write_json(out, stats)
 
@@ -200,29 +206,3 @@ def run(opts: Options) -> dict:
     click.echo(f"done: {stats['images']} images, {stats['pixels']} pixels{' (subset)' if opts.max_images else ''}, "
                f"{dt:.1f} s, {stats['images'] / dt:.0f} images/s -> {out}")
     return stats
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path), help="Folder with manifest.json.")
-@click.option("--workers", default=None, type=click.IntRange(1), help="Worker processes [default: all cores].")
-@click.option("--max-images", default=None, type=click.IntRange(1), help="Use a seeded random subset of this many images.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the --max-images subset.")
-@click.option("--out", type=click.Path(path_type=Path), help="Output path [default: SHARDS/pca.json].")
-@click.option("--mean-image", is_flag=True, help="Also write the per-pixel mean image (the paper's) as mean_image.npy.")
-@click.option("--force", is_flag=True, help="Recompute even if pca.json is up to date.")
-def main(shards, workers, max_images, seed, out, mean_image, force):
-    """Exact RGB statistics and PCA of the train shards (see DESIGN.md)."""
-    opts = Options(shards=str(shards), workers=workers or default_workers(), max_images=max_images, seed=seed,
-                   out=out and str(out), mean_image=mean_image)
-    click.echo("options: " + json.dumps(asdict(opts)))
-    target = Path(opts.out) if opts.out else shards / PCA
-    if force and target.is_file():
-        target.unlink()
-    try:
-        run(opts)
-    except DataError as e:
-        raise click.ClickException(str(e)) from None
-
-
-if __name__ == "__main__":
-    main()

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools import compute_pca, make_shards
-from tools.make_demo_data import make_demo
-from tools.shardio import MANIFEST, PCA, ShardWriter, shard_name, write_json
+from shardkit import convert as make_shards, stats as compute_pca
+from shardkit.demo_data import make_demo
+from shardkit.files import write_json
+from shardkit.format import MANIFEST, PCA, ShardWriter, shard_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,7 +21,7 @@ def convert(src: Path, out: Path, **kw) -> dict:
     """make_shards.run with test-friendly defaults; returns the manifest."""
     opts = dict(src=str(src), out=str(out), shard_size=25, workers=1)
     opts.update(kw)
-    return make_shards.run(make_shards.Options(**opts))
+    return make_shards.convert(make_shards.Options(**opts))
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +35,7 @@ def demo_tree(tmp_path_factory) -> Path:
 def demo_shards(demo_tree, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo_shards")
     convert(demo_tree, out, shard_size=20)
-    compute_pca.run(compute_pca.Options(shards=str(out), workers=1))
+    compute_pca.compute(compute_pca.Options(shards=str(out), workers=1))
     return out
 
 

@@ -12,8 +12,10 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO, read_manifest, write_shards
-from tools import compute_pca
-from tools.shardio import MANIFEST, DataError, iter_shard, write_json
+from shardkit import stats as compute_pca
+from shardkit.errors import DataError
+from shardkit.files import write_json
+from shardkit.format import MANIFEST, iter_shard
 
 
 def decoded_pixels(shards) -> np.ndarray:
@@ -29,7 +31,7 @@ def decoded_pixels(shards) -> np.ndarray:
 def run(shards, **kw) -> dict:
     """compute_pca into its own file per option set, so runs do not reuse each other's result."""
     name = "pca-" + "-".join(f"{k}{v}" for k, v in sorted(kw.items())) + ".json"
-    return compute_pca.run(compute_pca.Options(shards=str(shards), out=str(shards / name), **kw))
+    return compute_pca.compute(compute_pca.Options(shards=str(shards), out=str(shards / name), **kw))
 
 
 @pytest.fixture
@@ -93,7 +95,7 @@ def test_invariant_to_workers_and_shard_order(shards):
 
 def test_max_images_subset_is_seeded(shards):
     a = run(shards, workers=1, max_images=9, seed=1)
-    b = compute_pca.run(compute_pca.Options(shards=str(shards), workers=2, max_images=9, seed=1,
+    b = compute_pca.compute(compute_pca.Options(shards=str(shards), workers=2, max_images=9, seed=1,
                                             out=str(shards / "b.json")))
     c = run(shards, workers=1, max_images=9, seed=2)
     assert a["images"] == b["images"] == 9 and a["subset"]
@@ -111,20 +113,20 @@ def test_mean_image(shards):
 
 def test_second_run_is_kept(shards, capsys):
     opts = compute_pca.Options(shards=str(shards), workers=1)
-    first = compute_pca.run(opts)
-    second = compute_pca.run(opts)
+    first = compute_pca.compute(opts)
+    second = compute_pca.compute(opts)
     assert "up to date" in capsys.readouterr().out
     assert first["cov"] == second["cov"]
 
 
 def test_errors(shards, tmp_path):
     with pytest.raises(DataError, match="manifest.json: not found"):
-        compute_pca.run(compute_pca.Options(shards=str(tmp_path / "none")))
+        compute_pca.compute(compute_pca.Options(shards=str(tmp_path / "none")))
     broken = tmp_path / "broken"
     shutil.copytree(shards, broken)
     (broken / "train-000002.tar").unlink()
     with pytest.raises(DataError, match="train-000002.tar: listed in .* but missing"):
-        compute_pca.run(compute_pca.Options(shards=str(broken)))
+        compute_pca.compute(compute_pca.Options(shards=str(broken)))
     # an image that does not decode: overwrite a .jpg payload in place with garbage
     bad = tmp_path / "bad"
     shutil.copytree(shards, bad)
@@ -135,7 +137,7 @@ def test_errors(shards, tmp_path):
     data[offset:offset + size] = b"\x00" * size
     tar.write_bytes(bytes(data))
     with pytest.raises(DataError, match=rf"train-000001.tar: sample {name.split('.')[0]}: its .jpg does not decode"):
-        compute_pca.run(compute_pca.Options(shards=str(bad)))
+        compute_pca.compute(compute_pca.Options(shards=str(bad)))
 
 
 def test_cli_prints_summary(shards):

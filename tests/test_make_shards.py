@@ -9,16 +9,16 @@ import sys
 import tarfile
 from pathlib import Path
 
-import click
 import numpy as np
 import pytest
 from PIL import Image
 
 from tests.conftest import REPO, convert, read_manifest
-from tools import imaging, make_shards
-from tools.make_demo_data import make_demo
-from tools.shardio import index_path, iter_shard, read_index
-from tools.sources import SourceError, read_val_labels
+from shardkit import convert as make_shards, imaging
+from shardkit.demo_data import make_demo
+from shardkit.errors import DataError
+from shardkit.format import index_path, iter_shard, read_index
+from shardkit.sources import SourceError, read_val_labels
 
 
 def all_samples(out: Path, split: str) -> dict[str, dict[str, bytes]]:
@@ -264,7 +264,7 @@ def test_val_split_alone_keeps_train(demo_tree, tmp_path):
 
 
 def test_strict_stops_on_bad_file(demo_tree, tmp_path):
-    with pytest.raises(click.ClickException, match=r"n9000000\d_900\d\.JPEG"):
+    with pytest.raises(DataError, match=r"n9000000\d_900\d\.JPEG: .* \(--strict\)"):
         convert(demo_tree, tmp_path / "strict", strict=True)
 
 

@@ -9,7 +9,7 @@ from pipeline import make_loader
 from pipeline.augment import lighting_offset, normalize, ten_crop
 from pipeline.spec import CROP, MAX_OFFSET
 from tests.conftest import denormalize, flat_pca, write_shards
-from tools.shardio import DataError
+from shardkit.errors import DataError
 
 BACKENDS = ["dali", "torch"]
 

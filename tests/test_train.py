@@ -16,8 +16,8 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.metrics import read_metrics
 from model.train import Config, train
 from tests.conftest import REPO, convert
-from tools import compute_pca
-from tools.make_demo_data import make_demo
+from shardkit import stats as compute_pca
+from shardkit.demo_data import make_demo
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def train_shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     make_demo(root / "src", classes=4, train_per_class=40, val_per_class=6, seed=5, odd_files=False)
     convert(root / "src", root / "shards", shard_size=40, workers=2)
-    compute_pca.run(compute_pca.Options(shards=str(root / "shards"), workers=2))
+    compute_pca.compute(compute_pca.Options(shards=str(root / "shards"), workers=2))
     return root / "shards"
 
 

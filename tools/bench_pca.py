@@ -9,43 +9,34 @@ file). Rounds interleave the contenders; each one's best round counts.
 """
 from __future__ import annotations
 
-import json
 import shutil
-import sys
 import tempfile
 from functools import partial
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python tools/bench_pca.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import click
 
-from tools import bench_shards, compute_pca, make_shards
-from tools.parallel import ordered_map
-from tools.shardio import read_samples, split_shards
-from tools.timing import best_times
-
-
-def decode_chunk(task) -> int:
-    """Decode one compute_pca task's samples with compute_pca's decoder, and nothing else."""
-    for _, jpeg in read_samples(*task):
-        compute_pca.decode(jpeg)
-    return len(task[1])
+from shardkit import cli, stats
+from shardkit.convert import Options, convert
+from shardkit.demo_data import make_sources
+from shardkit.files import write_json
+from shardkit.format import split_shards
+from shardkit.parallel import ordered_map
+from shardkit.timing import best_times
 
 
 def decode_all(shards: Path, workers: int) -> int:
     tars, _ = split_shards(shards, "train")
-    tasks = compute_pca.plan_chunks(tars, None, 0)
-    return sum(ordered_map(decode_chunk, tasks, workers, chunksize=1, ahead=2))
+    tasks = stats.plan_chunks(tars, None, 0)
+    return sum(ordered_map(stats.decode_chunk, tasks, workers, chunksize=1, ahead=2))
 
 
 def fresh_pca(shards: Path, workers: int, out: Path) -> dict:
-    out.unlink(missing_ok=True)  # no reuse of an up-to-date result: every round computes
-    return compute_pca.run(compute_pca.Options(shards=str(shards), workers=workers, out=str(out)))
+    # force: no reuse of an up-to-date result, every round computes
+    return stats.compute(stats.Options(shards=str(shards), workers=workers, out=str(out), force=True))
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=cli.CONTEXT)
 @click.option("--shards", type=click.Path(path_type=Path), help="A shards folder (default: generated).")
 @click.option("--images", default=1200, show_default=True, help="Generated images when --shards is not given.")
 @click.option("--workers", default="1,2", show_default=True)
@@ -56,10 +47,9 @@ def main(shards, images, workers, repeat, json_path):
     tmp = Path(tempfile.mkdtemp(prefix="bench_pca_"))
     try:
         if shards is None:
-            bench_shards.make_sources(tmp / "src", images)
+            make_sources(tmp / "src", images)
             shards = tmp / "shards"
-            make_shards.run(make_shards.Options(src=str(tmp / "src"), out=str(shards), splits=("train",),
-                                                shard_size=300, workers=make_shards.default_workers()))
+            convert(Options(src=str(tmp / "src"), out=str(shards), splits=("train",), shard_size=300))
         n = decode_all(shards, 1)  # also warms the page cache
         runs = []
         for w in [int(x) for x in workers.split(",")]:
@@ -76,11 +66,11 @@ def main(shards, images, workers, repeat, json_path):
             r["vs_one_worker"] = r["images_per_s"] / pcas[0]["images_per_s"]
             click.echo(f"compute_pca scaling: {r['workers']} workers = {r['vs_one_worker']:.2f}x of {pcas[0]['workers']}")
         if json_path:
-            json_path.write_text(json.dumps({"images": n, "results": results}, indent=1) + "\n")
+            write_json(json_path, {"images": n, "results": results})
         click.echo(f"bench_pca: {n} images, best of {repeat} rounds")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

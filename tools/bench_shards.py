@@ -13,53 +13,20 @@ and their ratios, as a table and as JSON.
 from __future__ import annotations
 
 import io
-import json
 import shutil
-import sys
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python tools/bench_shards.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import click
-import numpy as np
 from PIL import Image
 
-from tools import make_shards, sources
-from tools.timing import best_times
-
-# (width, height, weight): the common ImageNet shapes
-TYPICAL_SIZES = ((500, 375, 0.45), (500, 333, 0.2), (375, 500, 0.15), (500, 400, 0.05), (333, 500, 0.1),
-                 (500, 500, 0.05))
-
-
-def photo_like(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """1/f ("pink") noise with correlated colour channels: compresses and decodes like a photograph."""
-    fy = np.fft.fftfreq(height)[:, None]
-    fx = np.fft.rfftfreq(width)[None, :]
-    amp = 1.0 / np.maximum(np.hypot(fx, fy), 1.0 / max(width, height)) ** 1.1
-    luma = np.fft.irfft2(amp * np.exp(2j * np.pi * rng.random(amp.shape)), s=(height, width))
-    chroma = np.fft.irfft2(amp * np.exp(2j * np.pi * rng.random((2, *amp.shape))), s=(height, width))
-    luma = (luma - luma.mean()) / (luma.std() + 1e-9)
-    chroma = chroma / (chroma.std() + 1e-9)
-    rgb = np.stack([luma + 0.4 * chroma[0], luma - 0.2 * chroma[0] - 0.2 * chroma[1], luma + 0.4 * chroma[1]], -1)
-    rgb = 118 + 48 * rgb + rng.normal(0, 4, rgb.shape)  # sensor noise keeps the high frequencies busy
-    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
-
-
-def make_sources(root: Path, n: int, classes: int = 10, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    sizes = [(w, h) for w, h, _ in TYPICAL_SIZES]
-    weights = np.array([p for *_, p in TYPICAL_SIZES])
-    for i in range(n):
-        w, h = sizes[rng.choice(len(sizes), p=weights / weights.sum())]
-        d = root / "train" / f"n{10000000 + i % classes:08d}"
-        d.mkdir(parents=True, exist_ok=True)
-        photo_like(rng, w, h).save(d / f"img_{i:06d}.JPEG", quality=90)
-
+from shardkit import cli, sources
+from shardkit.convert import Options, convert
+from shardkit.demo_data import make_sources
+from shardkit.files import write_json
+from shardkit.timing import best_times
 
 def naive_convert(src: Path, out: Path, size: int, quality: int) -> int:
     """The baseline: one process, Pillow, full decode."""
@@ -89,7 +56,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=cli.CONTEXT)
 @click.option("--src", type=click.Path(path_type=Path), help="An ImageNet tree to use instead of generated images.")
 @click.option("--images", default=1200, show_default=True, type=click.IntRange(10), help="Generated images.")
 @click.option("--workers", default="1,2", show_default=True, help="make_shards --workers values to run.")
@@ -117,8 +84,8 @@ def main(src, images, workers, quality, shard_size, repeat, json_path):
         def shards(w):
             out = tmp / f"w{w}"
             shutil.rmtree(out, ignore_errors=True)
-            make_shards.run(make_shards.Options(src=str(src), out=str(out), splits=("train",), quality=quality,
-                                                shard_size=shard_size, workers=w))
+            convert(Options(src=str(src), out=str(out), splits=("train",), quality=quality, shard_size=shard_size,
+                            workers=w))
 
         contenders = [("naive (Pillow, 1 process)", 1, naive)]
         contenders += [("make_shards", w, partial(shards, w)) for w in [int(x) for x in workers.split(",")]]
@@ -134,11 +101,11 @@ def main(src, images, workers, quality, shard_size, repeat, json_path):
             scale = f"{r['vs_one_worker']:.2f}x" if r["vs_one_worker"] else "-"
             click.echo(f"| {r['converter']} | {r['workers']} | {r['images_per_s']:.0f} | {r['vs_naive']:.2f}x | {scale} |")
         if json_path:
-            json_path.write_text(json.dumps({"images": n, "results": results}, indent=1) + "\n")
+            write_json(json_path, {"images": n, "results": results})
         click.echo(f"bench_shards: {n} images, {len(results)} converters, best of {repeat} runs each")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

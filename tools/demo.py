@@ -24,6 +24,8 @@ from pathlib import Path
 
 import click
 
+from shardkit import cli
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -34,7 +36,7 @@ def step(title: str, cmd: list[str], env: dict | None = None) -> None:
         raise click.ClickException(f"step '{title}' failed (exit {r.returncode}): {' '.join(cmd)}")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=cli.CONTEXT)
 @click.option("--out", default="demo", show_default=True, type=click.Path(path_type=Path))
 @click.option("--epochs", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=0.005, show_default=True, help="Kaiming init diverges at 0.02 here, learns at 0.005.")
@@ -91,4 +93,4 @@ def main(out, epochs, lr, batch_size):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

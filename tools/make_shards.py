@@ -1,0 +1,45 @@
+"""ImageNet tree -> 256x256 WebDataset shards + DALI index files + manifest.json (docs/FORMAT.md, "Shards").
+
+    python tools/make_shards.py --src /data/ILSVRC2012 --out shards/
+    python tools/make_shards.py --src demo/imagenet --out shards/ --splits train,val --shard-size 200
+
+A thin command over shardkit.convert (how the conversion works is described there). Re-running keeps
+finished shards and converts the rest; the bytes do not depend on --workers.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+
+import click
+
+from shardkit import cli
+from shardkit.convert import Options, convert
+
+default = partial(cli.default, Options)
+
+
+@click.command(context_settings=cli.CONTEXT)
+@click.option("--src", required=True, type=click.Path(path_type=Path), help="ImageNet tree (train/, val/ or ILSVRC/Data/CLS-LOC/).")
+@click.option("--out", default=default("out"), show_default=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--splits", default=",".join(default("splits")), show_default=True, help="Comma-separated: train, val.")
+@click.option("--size", default=default("size"), show_default=True, type=click.IntRange(16, 4096), help="Output side in pixels.")
+@click.option("--quality", default=default("quality"), show_default=True, type=click.IntRange(1, 100), help="JPEG quality.")
+@click.option("--shard-size", default=default("shard_size"), show_default=True, type=click.IntRange(1), help="Images per shard (at most).")
+@click.option("--workers", default=default("workers"), type=click.IntRange(1), help="Worker processes [default: all cores].")
+@click.option("--seed", default=default("seed"), show_default=True, help="Seed of the global train shuffle.")
+@click.option("--val-labels", type=click.Path(path_type=Path), help="Labels of a flat val folder (LOC_val_solution.csv or 'filename wnid').")
+@click.option("--strict", is_flag=True, help="Stop at the first file that cannot be decoded.")
+def main(src, out, splits, size, quality, shard_size, workers, seed, val_labels, strict):
+    """Convert an ImageNet tree to 256x256 WebDataset shards (see docs/FORMAT.md)."""
+    opts = Options(src=str(src), out=str(out), splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
+                   size=size, quality=quality, shard_size=shard_size, workers=workers, seed=seed,
+                   val_labels=val_labels and str(val_labels), strict=strict)
+    click.echo("options: " + json.dumps(asdict(opts)))
+    convert(opts)
+
+
+if __name__ == "__main__":
+    cli.run(main)
