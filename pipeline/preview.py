@@ -10,7 +10,7 @@ import click
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline import make_loader
+from pipeline import BACKENDS, make_loader
 from pipeline.spec import read_spec
 from shardkit import cli
 from shardkit.files import atomic_write
@@ -32,9 +32,9 @@ def grid(images: np.ndarray, captions: list[str], columns: int = 4, pad: int = 4
 @click.command(context_settings=cli.CONTEXT)
 @click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path))
 @click.option("--out", default="preview.png", show_default=True, type=click.Path(path_type=Path))
-@click.option("--backend", type=click.Choice(["dali", "torch"]), default="dali", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default=cli.default(make_loader, "backend"), show_default=True)
 @click.option("--count", default=16, show_default=True, type=click.IntRange(1, 256))
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=cli.default(make_loader, "seed"), show_default=True)
 def main(shards, out, backend, count, seed):
     """Save a grid of one augmented train batch, with labels."""
     spec = read_spec(shards, "train")
