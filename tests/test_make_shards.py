@@ -184,19 +184,18 @@ def test_source_layouts(tmp_path, layout, val_layout):
     manifest = convert(src, tmp_path / "out", **kw)
     assert manifest["splits"]["train"]["samples"] == info["train"] == 12
     assert manifest["splits"]["val"]["samples"] == info["val"] == 9
-    # same labels whatever the layout: compare with the demo's csv truth
-    plain = {}
-    for line in (src / "val_labels.txt").read_text().splitlines() if val_layout == "txt" else []:
-        name, wnid = line.split()
-        plain[Path(name).stem] = wnid
-    for key, members in all_samples(tmp_path / "out", "val").items():
-        wnid = manifest["classes"][int(members["cls"])]
-        if plain:
-            assert plain[key] == wnid
-    if val_layout == "folders":
-        for d in (src / "val").iterdir():
-            for f in d.iterdir():
-                assert manifest["classes"][int(all_samples(tmp_path / "out", "val")[f.stem]["cls"])] == d.name
+    # every val image has the label its source gives it, whatever the layout
+    if val_layout == "csv":
+        rows = (src / "LOC_val_solution.csv").read_text().splitlines()[1:]
+        truth = {row.split(",")[0]: row.split(",")[1].split()[0] for row in rows}
+    elif val_layout == "txt":
+        pairs = (line.split() for line in (src / "val_labels.txt").read_text().splitlines())
+        truth = {Path(name).stem: wnid for name, wnid in pairs}
+    else:
+        truth = {f.stem: d.name for d in (src / "val").iterdir() for f in d.iterdir()}
+    got = {key: manifest["classes"][int(m["cls"])] for key, m in all_samples(tmp_path / "out", "val").items()}
+    assert len(truth) == 9 and len(set(truth.values())) > 1  # a mix of classes, so a wrong mapping shows
+    assert got == truth
 
 
 def test_caffe_style_index_labels(tmp_path):
