@@ -1,5 +1,5 @@
-"""The loader contract: what the training loop, evaluation and the benchmark may rely on, whichever backend
-(pipeline.dali.DaliLoader, pipeline.reference.ReferenceLoader) make_loader returns."""
+"""The loader contract (docs/FORMAT.md, section 6): what the training loop, evaluation and the benchmark may
+rely on, whichever backend (pipeline.dali.DaliLoader, pipeline.reference.ReferenceLoader) make_loader returns."""
 from __future__ import annotations
 
 from typing import Iterator, Protocol, runtime_checkable
@@ -14,7 +14,7 @@ class Loader(Protocol):
     len(loader)       batches per epoch on this rank (train: the same on every rank; val: this rank's share)
     iter(loader)      the rest of the current epoch, from the current position: (images, labels) on the device;
                       when it runs to the end, `epoch` goes up by one and `batch` back to 0
-    epoch, batch      the position: epochs finished, and batches of the current epoch already yielded
+    epoch, batch      the position: the epoch being (or next to be) read, and the batches of it already yielded
     state_dict()      a plain dict of the position (and backend state) to store in a checkpoint
     load_state_dict() continue from such a dict: the next iteration yields what the saved loader would have
     """
