@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from model.alexnet import AlexNet, build_model
+from model.lrn import LRN
 from model.checkpoint import CheckpointError, check_arch, load_checkpoint, save_checkpoint
 from model.distributed import Dist
 from model.evaluate import evaluate
@@ -23,7 +24,7 @@ def test_parameter_count_and_shapes():
     layers = m.layers()
     assert [layers[f"conv{i}"].groups for i in range(1, 6)] == [1, 2, 1, 2, 2]
     assert [layers[f"conv{i}"].out_channels for i in range(1, 6)] == [96, 256, 384, 384, 256]
-    lrn = [x for x in m.features if isinstance(x, nn.LocalResponseNorm)]
+    lrn = [x for x in m.features if isinstance(x, LRN)]
     assert len(lrn) == 2 and all((x.size, x.alpha, x.beta, x.k) == (5, 1e-4, 0.75, 2.0) for x in lrn)
     pools = [x for x in m.features if isinstance(x, nn.MaxPool2d)]
     assert len(pools) == 3 and all((x.kernel_size, x.stride) == (3, 2) for x in pools)  # overlapping pooling
