@@ -30,13 +30,13 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from model.alexnet import INITS, VARIANTS, build_model
-from model.checkpoint import CheckpointError, check_arch, load_checkpoint, save_checkpoint
+from model.alexnet import INITS, LRNS, VARIANTS, build_model
+from model.checkpoint import CheckpointError, check_arch, inference_meta, load_checkpoint, save_checkpoint
 from model.distributed import Dist, distributed
 from model.evaluate import evaluate
 from model.metrics import RunLog, plot_curves
 from model.optim import PaperSGD
-from model.schedule import learning_rate
+from model.schedule import LR_SCALINGS, learning_rate, scaled_lr, warmup_lr, warmup_start
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,9 @@ class Config:
     device: str = "cuda"
     epochs: int = 90
     batch_size: int = 128            # global, split over the ranks
-    lr: float = 0.01
+    lr: float = 0.01                 # at batch 128; see lr_scaling
+    lr_scaling: str = "none"         # none | linear (Goyal et al. 2017: lr * batch_size / 128)
+    warmup_epochs: int = 0           # gradual warm-up to the (scaled) rate over these epochs, step by step
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "plateau"        # plateau | step | constant
@@ -57,6 +59,7 @@ class Config:
     update: str = "pytorch"          # pytorch (torch.optim.SGD) | paper (the paper's exact rule)
     init: str = "paper"
     variant: str = "paper"
+    lrn: str = "paper"               # paper (alpha on the plain sum, per column) | caffe (alpha / n, all maps)
     dropout: float = 0.5
     amp: bool = True                 # bf16 autocast (CUDA only)
     channels_last: bool = True       # CUDA only
@@ -165,6 +168,9 @@ def train_epoch(net, opt, loader, dist: Dist, log: RunLog, stop: StopFlag, meter
         if images is None:
             break
         wait += time.perf_counter() - t0  # time blocked on the loader
+        if epoch < cfg.warmup_epochs:
+            for group in opt.param_groups:
+                group["lr"] = warmup_lr(lr, step, cfg.warmup_epochs * len(loader), warmup_start(cfg.lr, lr))
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         loss_sum += train_step(net, opt, images, labels, autocast)
@@ -179,7 +185,7 @@ def train_epoch(net, opt, loader, dist: Dist, log: RunLog, stop: StopFlag, meter
         loss, waited, asked = dist.all_sum([loss_sum.item(), wait, float(bool(stop.signal))])
         loss, waited = loss / (n * dist.world_size), waited / dist.world_size
         rate = n * cfg.batch_size / elapsed
-        log.write("train", step=step, epoch=epoch, lr=lr, loss=loss, images_per_s=rate, data_wait=waited / elapsed)
+        log.write("train", step=step, epoch=epoch, lr=opt.param_groups[0]["lr"], loss=loss, images_per_s=rate, data_wait=waited / elapsed)
         bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", wait=f"{100 * waited / elapsed:.0f}%")
         meter["images"] += n * cfg.batch_size
         meter["seconds"] += elapsed
@@ -196,7 +202,7 @@ def train_epoch(net, opt, loader, dist: Dist, log: RunLog, stop: StopFlag, meter
 
 def train(cfg: Config) -> dict:
     from pipeline import make_loader
-    from tools.shardio import load_manifest
+    from tools.shardio import PCA, load_manifest, load_pca
 
     with distributed(cfg.device) as dist:
         log_echo = tqdm.write if dist.main else (lambda *a: None)
@@ -205,15 +211,19 @@ def train(cfg: Config) -> dict:
         batch = cfg.batch_size // dist.world_size
         torch.manual_seed(cfg.seed * 1000 + dist.rank)
         run_dir = Path(cfg.runs) / cfg.name
-        classes = len(load_manifest(Path(cfg.shards))["classes"])
+        manifest = load_manifest(Path(cfg.shards))
+        classes = len(manifest["classes"])
         on_gpu = dist.device.type == "cuda"
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.amp else nullcontext()
 
-        model = build_model(cfg.variant, classes, cfg.init, cfg.dropout).to(dist.device)
+        model = build_model(cfg.variant, classes, cfg.init, cfg.dropout, cfg.lrn).to(dist.device)
         if on_gpu and cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         opt = make_optimizer(cfg, model)
         arch = {"variant": cfg.variant, "num_classes": classes}
+        stats = load_pca(Path(cfg.shards) / PCA)
+        inference = inference_meta(variant=cfg.variant, lrn=cfg.lrn, classes=manifest["classes"],
+                                   class_names=manifest.get("class_names"), mean=stats["mean"], std=stats["std"])
         prov = provenance(dist)
         if dist.main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -269,13 +279,14 @@ def train(cfg: Config) -> dict:
                 save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                             "epoch": ep, "step": step, "val_errors": val_errors,
                                             "config": _plain(asdict(cfg)), "arch": arch, "ranks": ranks,
+                                            "inference": inference,
                                             "world_size": dist.world_size, "provenance": prov})
 
         with StopFlag() as stop:
             meter = {"images": 0, "seconds": 0.0, "wait": 0.0}
             result, stopped = {}, None
             for epoch in range(epoch, cfg.epochs):
-                lr = learning_rate(cfg.lr, epoch, schedule=cfg.schedule, milestones=cfg.milestones,
+                lr = learning_rate(scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling), epoch, schedule=cfg.schedule, milestones=cfg.milestones,
                                    val_errors=val_errors, patience=cfg.patience)
                 for group in opt.param_groups:
                     group["lr"] = lr
@@ -345,7 +356,11 @@ def _int_tuple(ctx, param, value: str) -> tuple[int, ...]:
               show_default="cuda if available")
 @click.option("--epochs", default=90, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1), help="Global batch size.")
-@click.option("--lr", default=0.01, show_default=True)
+@click.option("--lr", default=0.01, show_default=True, help="At batch 128 (see --lr-scaling).")
+@click.option("--lr-scaling", type=click.Choice(LR_SCALINGS), default="none", show_default=True,
+              help="linear: lr * batch-size / 128 (Goyal et al. 2017).")
+@click.option("--warmup-epochs", default=0, show_default=True, type=click.IntRange(0),
+              help="Gradual warm-up to the (scaled) rate over N epochs, step by step.")
 @click.option("--momentum", default=0.9, show_default=True)
 @click.option("--weight-decay", default=5e-4, show_default=True)
 @click.option("--schedule", type=click.Choice(["plateau", "step", "constant"]), default="plateau", show_default=True)
@@ -355,6 +370,8 @@ def _int_tuple(ctx, param, value: str) -> tuple[int, ...]:
               help="paper: v <- 0.9v - 0.0005 lr w - lr grad; w <- w + v.")
 @click.option("--init", type=click.Choice(INITS), default="paper", show_default=True)
 @click.option("--variant", type=click.Choice(VARIANTS), default="paper", show_default=True)
+@click.option("--lrn", type=click.Choice(LRNS), default="paper", show_default=True,
+              help="paper: alpha on the plain sum, per column; caffe: alpha / n over all maps (bvlc_alexnet).")
 @click.option("--dropout", default=0.5, show_default=True)
 @click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 autocast on CUDA.")
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True, help="On CUDA.")
