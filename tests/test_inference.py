@@ -111,7 +111,7 @@ def _small_head(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torch-export"])
+@pytest.mark.parametrize("fmt", [pytest.param("onnx", marks=pytest.mark.slow), "torch-export"])
 def test_export_runs_like_eager(tmp_path, fmt):
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")

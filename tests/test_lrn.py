@@ -78,3 +78,15 @@ def test_alexnet_lrn_choice():
     assert [(m.convention, m.groups) for m in caffe] == [("caffe", 1)] * 2
     with pytest.raises(ValueError, match="unknown LRN"):
         AlexNet(lrn="cudnn")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fast_lrn_on_gpu():
+    x = (torch.randn(8, 96, 55, 55, device="cuda").relu() * 4).contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = LRN(5, alpha=5e-4, convention="caffe")(x1), nn.LocalResponseNorm(5, alpha=5e-4, k=2.0)(x2)
+    torch.testing.assert_close(y1, y2)
+    y1.sum().backward()
+    y2.sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad)

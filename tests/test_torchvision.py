@@ -33,3 +33,18 @@ def test_state_dict_keys_shapes_and_logits():
     small = build_model("torchvision", 10)
     tv10 = torchvision_alexnet(num_classes=10)
     tv10.load_state_dict(small.state_dict(), strict=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (torchvision imports beside CUDA torch only)")
+def test_against_the_imported_package_on_gpu():
+    import torchvision.models
+
+    torch.manual_seed(0)
+    tv = torchvision.models.alexnet().eval().cuda()
+    ours = build_model("torchvision", 1000).eval().cuda()
+    ours.load_state_dict(tv.state_dict(), strict=True)
+    x = torch.randn(4, 3, 224, 224, device="cuda")
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), tv(x), atol=1e-5, rtol=1e-5)
+
