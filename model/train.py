@@ -7,6 +7,7 @@
 
 Defaults are the paper's: global batch 128 split over the ranks, SGD momentum 0.9, weight decay 5e-4,
 lr 0.01 divided by 10 when the val error stops improving (three times at most), 90 epochs, paper init.
+--lr-scaling linear --warmup-epochs 5 with a large --batch-size is Goyal et al.'s large-batch recipe (README).
 Writes runs/<name>/: config.json, metrics.jsonl, checkpoint.pt (each epoch, and on SIGTERM/SIGINT),
 curves.png, summary.json. --resume continues from checkpoint.pt exactly (model, optimizer, schedule, RNG and
 loader position). Rank 0 logs `[train] step=...` lines and one JSON line per log step and eval.
@@ -221,9 +222,6 @@ def train(cfg: Config) -> dict:
             model = model.to(memory_format=torch.channels_last)
         opt = make_optimizer(cfg, model)
         arch = {"variant": cfg.variant, "num_classes": classes}
-        stats = load_pca(Path(cfg.shards) / PCA)
-        inference = inference_meta(variant=cfg.variant, lrn=cfg.lrn, classes=manifest["classes"],
-                                   class_names=manifest.get("class_names"), mean=stats["mean"], std=stats["std"])
         prov = provenance(dist)
         if dist.main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -237,6 +235,9 @@ def train(cfg: Config) -> dict:
             summary = {"synthetic_images_per_s": rate}
             _finish(dist, run_dir, summary)
             return summary
+        stats = load_pca(Path(cfg.shards) / PCA)  # for inference metadata in checkpoints
+        inference = inference_meta(variant=cfg.variant, lrn=cfg.lrn, classes=manifest["classes"],
+                                   class_names=manifest.get("class_names"), mean=stats["mean"], std=stats["std"])
         loader_args = dict(backend=cfg.backend, device=dist.device, rank=dist.rank, world_size=dist.world_size,
                            seed=cfg.seed, workers=cfg.workers)
         train_loader = make_loader(cfg.shards, "train", batch, limit=cfg.limit_train, **loader_args)

@@ -71,6 +71,14 @@ def test_matches_pytorch_in_float32(layout):
     assert x1.grad.is_contiguous(memory_format=layout)
 
 
+def test_alexnets_conv1_response_norm_is_the_papers_per_column():
+    torch.manual_seed(0)
+    m = AlexNet(num_classes=10).double()
+    x = torch.randn(1, 3, 67, 67, dtype=torch.float64) * 50   # strong activations: alpha's factor of 5 shows
+    a = m.features[1](m.features[0](x))                        # conv1, ReLU
+    torch.testing.assert_close(m.features[2](a), paper_lrn_by_hand(a, columns=2))
+
+
 def test_alexnet_lrn_choice():
     paper = [m for m in AlexNet().features if isinstance(m, LRN)]
     assert [(m.convention, m.groups, m.alpha, m.size) for m in paper] == [("paper", 2, 1e-4, 5)] * 2
