@@ -67,12 +67,21 @@ def load_model(*, checkpoint: Path | str | None = None, weights: Path | str | No
         source = weights
     classes = num_classes or _classes_in(state, source)
     model = build_model(meta["variant"], classes, lrn=meta.get("lrn", "paper"))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{source}: does not fit --variant {meta['variant']} "
-                              f"({str(e).splitlines()[0]}); check --variant") from None
+    mismatch = _state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"{source}: does not fit --variant {meta['variant']} ({mismatch}); check --variant")
+    model.load_state_dict(state, strict=True)
     return model.eval(), meta
+
+
+def _state_mismatch(want: dict, got: dict) -> str:
+    """'' when the keys and shapes agree, else the first differences in words."""
+    missing, extra = [k for k in want if k not in got], [k for k in got if k not in want]
+    shapes = [f"{k} {tuple(got[k].shape)} != {tuple(v.shape)}" for k, v in want.items()
+              if k in got and tuple(got[k].shape) != tuple(v.shape)]
+    parts = [f"{what}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+             for what, items in (("missing", missing), ("unexpected", extra), ("shapes", shapes)) if items]
+    return "; ".join(parts)
 
 
 def _classes_in(state: dict, source) -> int:
