@@ -64,7 +64,8 @@ def evaluate(model: torch.nn.Module, loader, dist: Dist, *, amp: bool = False) -
 @click.option("--weights", type=click.Path(path_type=Path), help="A plain state dict (e.g. torchvision's).")
 @click.option("--variant", type=click.Choice(VARIANTS), default="torchvision", show_default=True,
               help="With --weights: the architecture of the file.")
-@click.option("--lrn", type=click.Choice(LRNS), default="paper", show_default=True, help="With --weights --variant paper.")
+@click.option("--lrn", type=click.Choice(LRNS), default="paper", show_default=True,
+              help="With --weights --variant paper.")
 @click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path))
 @click.option("--backend", type=click.Choice(["dali", "torch"]), default="dali", show_default=True)
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda" if torch.cuda.is_available() else "cpu",

@@ -101,7 +101,8 @@ def check(model: torch.nn.Module, path: Path, fmt: str, atol: float = 1e-4) -> f
 @click.option("--weights", type=click.Path(path_type=Path), help="A plain state dict (e.g. torchvision's).")
 @click.option("--variant", type=click.Choice(VARIANTS), default="torchvision", show_default=True,
               help="With --weights: the architecture of the file.")
-@click.option("--lrn", type=click.Choice(LRNS), default="paper", show_default=True, help="With --weights --variant paper.")
+@click.option("--lrn", type=click.Choice(LRNS), default="paper", show_default=True,
+              help="With --weights --variant paper.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 def main(checkpoint, weights, variant, lrn, fmt, out):

@@ -75,7 +75,8 @@ def fill_from_shards(meta: dict, shards: Path, outputs: int) -> None:
 @click.option("--weights", type=click.Path(path_type=Path), help="A plain state dict (e.g. torchvision's).")
 @click.option("--variant", type=click.Choice(VARIANTS), default="torchvision", show_default=True,
               help="With --weights: the architecture of the file.")
-@click.option("--lrn", type=click.Choice(LRNS), default="paper", show_default=True, help="With --weights --variant paper.")
+@click.option("--lrn", type=click.Choice(LRNS), default="paper", show_default=True,
+              help="With --weights --variant paper.")
 @click.option("--shards", type=click.Path(path_type=Path),
               help="Class ids from this manifest (for --weights, or an old checkpoint).")
 @click.option("--ten-crop", is_flag=True, help="The paper's 10-crop test instead of the centre crop.")

@@ -186,7 +186,8 @@ def train_epoch(net, opt, loader, dist: Dist, log: RunLog, stop: StopFlag, meter
         loss, waited, asked = dist.all_sum([loss_sum.item(), wait, float(bool(stop.signal))])
         loss, waited = loss / (n * dist.world_size), waited / dist.world_size
         rate = n * cfg.batch_size / elapsed
-        log.write("train", step=step, epoch=epoch, lr=opt.param_groups[0]["lr"], loss=loss, images_per_s=rate, data_wait=waited / elapsed)
+        log.write("train", step=step, epoch=epoch, lr=opt.param_groups[0]["lr"], loss=loss, images_per_s=rate,
+                  data_wait=waited / elapsed)
         bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", wait=f"{100 * waited / elapsed:.0f}%")
         meter["images"] += n * cfg.batch_size
         meter["seconds"] += elapsed
@@ -287,7 +288,8 @@ def train(cfg: Config) -> dict:
             meter = {"images": 0, "seconds": 0.0, "wait": 0.0}
             result, stopped = {}, None
             for epoch in range(epoch, cfg.epochs):
-                lr = learning_rate(scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling), epoch, schedule=cfg.schedule, milestones=cfg.milestones,
+                lr = learning_rate(scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling), epoch,
+                                   schedule=cfg.schedule, milestones=cfg.milestones,
                                    val_errors=val_errors, patience=cfg.patience)
                 for group in opt.param_groups:
                     group["lr"] = lr

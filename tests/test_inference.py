@@ -28,8 +28,8 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
     model = build_model("paper", 4, init="kaiming")
-    meta = inference_meta(variant="paper", lrn="paper", classes=CLASSES, class_names=["tench", "goldfish", "shark", "ray"],
-                          mean=MEAN, std=STD)
+    meta = inference_meta(variant="paper", lrn="paper", classes=CLASSES,
+                          class_names=["tench", "goldfish", "shark", "ray"], mean=MEAN, std=STD)
     save_checkpoint(path, {"model": model.state_dict(), "arch": {"variant": "paper", "num_classes": 4},
                            "inference": meta})
     return path
