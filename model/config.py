@@ -19,7 +19,9 @@ class Config:
     device: str = field(default_factory=default_device)  # cuda if torch sees one, else cpu
     epochs: int = 90
     batch_size: int = 128            # global, split over the ranks
-    lr: float = 0.01
+    lr: float = 0.01                 # at batch 128; see lr_scaling
+    lr_scaling: str = "none"         # none | linear (Goyal et al. 2017: lr * batch_size / 128)
+    warmup_epochs: int = 0           # gradual warm-up to the (scaled) rate over these epochs, step by step
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "plateau"        # plateau | step | constant
@@ -28,6 +30,7 @@ class Config:
     update: str = "pytorch"          # pytorch (torch.optim.SGD) | paper (the paper's exact rule)
     init: str = "paper"
     variant: str = "paper"
+    lrn: str = "paper"               # paper (alpha on the plain sum, per column) | caffe (alpha / n, all maps)
     dropout: float = 0.5
     amp: bool = True                 # bf16 autocast (CUDA only)
     channels_last: bool = True       # CUDA only

@@ -42,6 +42,7 @@ class Run:
     train_loader: Loader
     val_loader: Loader
     autocast: AbstractContextManager    # bf16 on CUDA with --amp, else a no-op
+    inference: dict                     # what a checkpoint carries for inference (model.checkpoint.inference_meta)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -102,7 +103,7 @@ def save_state(run: Run, *, epoch: int, step: int, val_errors: list[float]) -> N
         save_checkpoint(run.checkpoint_path, {
             "model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "epoch": epoch, "step": step,
             "val_errors": val_errors, "config": plain(run.cfg), "arch": run.arch, "ranks": ranks,
-            "world_size": run.dist.world_size, "provenance": run.provenance})
+            "world_size": run.dist.world_size, "provenance": run.provenance, "inference": run.inference})
 
 
 def load_state(run: Run) -> Progress:

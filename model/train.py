@@ -7,6 +7,7 @@
 
 Defaults are the paper's: global batch 128 split over the ranks, SGD momentum 0.9, weight decay 5e-4,
 lr 0.01 divided by 10 when the val error stops improving (three times at most), 90 epochs, paper init.
+--lr-scaling linear --warmup-epochs 5 with a large --batch-size is Goyal et al.'s large-batch recipe (README).
 Writes runs/<name>/: config.json, metrics.jsonl, checkpoint.pt (each epoch, and on SIGTERM/SIGINT),
 curves.png, summary.json. --resume continues from checkpoint.pt exactly (model, optimizer, schedule, RNG and
 loader position). Rank 0 logs `[train] step=...` lines and one JSON line per log step and eval.
@@ -27,17 +28,18 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from model.alexnet import INITS, VARIANTS, build_model
+from model.alexnet import INITS, LRNS, VARIANTS, build_model
+from model.checkpoint import inference_meta
 from model.config import Config
 from model.distributed import Dist, distributed
 from model.evaluate import evaluate
 from model.metrics import RunLog, plot_curves
 from model.optim import make_optimizer, train_step
 from model.run import Progress, Run, finish, load_state, open_run, save_state
-from model.schedule import learning_rate
+from model.schedule import LR_SCALINGS, learning_rate, scaled_lr, warmup_lr, warmup_start
 from model.stop import StopFlag
 from model.synthetic import measure_model
-from pipeline import BACKENDS, DEVICES, dataset_classes, make_loader
+from pipeline import BACKENDS, DEVICES, dataset_class_names, dataset_classes, dataset_statistics, make_loader
 from shardkit import cli
 from shardkit.errors import ConfigError
 
@@ -64,7 +66,7 @@ def local_batch(cfg: Config, dist: Dist) -> int:
 
 def new_model(cfg: Config, dist: Dist, classes: int) -> torch.nn.Module:
     torch.manual_seed(cfg.seed * 1000 + dist.rank)  # DDP broadcasts rank 0's initial weights
-    model = build_model(cfg.variant, classes, cfg.init, cfg.dropout).to(dist.device)
+    model = build_model(cfg.variant, classes, cfg.init, cfg.dropout, cfg.lrn).to(dist.device)
     return model.to(memory_format=torch.channels_last) if channels_last(cfg, dist) else model
 
 
@@ -82,8 +84,11 @@ def loader_args(cfg: Config, dist: Dist) -> dict:
 
 
 def setup(cfg: Config, dist: Dist) -> Run:
-    batch, classes = local_batch(cfg, dist), len(dataset_classes(cfg.shards))
-    model = new_model(cfg, dist, classes)
+    batch, classes = local_batch(cfg, dist), dataset_classes(cfg.shards)
+    stats = dataset_statistics(cfg.shards)
+    inference = inference_meta(variant=cfg.variant, lrn=cfg.lrn, classes=classes,
+                               class_names=dataset_class_names(cfg.shards), mean=stats["mean"], std=stats["std"])
+    model = new_model(cfg, dist, len(classes))
     opt = make_optimizer(cfg.update, model, cfg.lr, cfg.momentum, cfg.weight_decay)
     run_dir, log, prov = open_run(cfg, dist)
     loader = partial(make_loader, cfg.shards, **loader_args(cfg, dist))
@@ -92,9 +97,9 @@ def setup(cfg: Config, dist: Dist) -> Run:
         net = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
-    return Run(cfg, dist, run_dir, log, prov, {"variant": cfg.variant, "num_classes": classes}, model, net, opt,
-               loader("train", batch, limit=cfg.limit_train), loader("val", batch, limit=cfg.limit_val),
-               autocast(cfg, dist))
+    return Run(cfg, dist, run_dir, log, prov, {"variant": cfg.variant, "num_classes": len(classes)}, model, net,
+               opt, loader("train", batch, limit=cfg.limit_train), loader("val", batch, limit=cfg.limit_val),
+               autocast(cfg, dist), inference)
 
 
 def is_log_step(run: Run, step: int, stop: StopFlag) -> bool:
@@ -119,6 +124,10 @@ def train_epoch(run: Run, stop: StopFlag, *, epoch: int, lr: float, step: int) -
         if images is None:
             break
         wait += time.perf_counter() - t0
+        if epoch < cfg.warmup_epochs:  # Goyal et al.: the rate rises step by step to the epoch's rate
+            for group in run.opt.param_groups:
+                group["lr"] = warmup_lr(lr, step + stats.steps, cfg.warmup_epochs * len(loader),
+                                        warmup_start(cfg.lr, lr))
         if channels_last(cfg, dist):
             images = images.contiguous(memory_format=torch.channels_last)
         loss_sum += train_step(run.net, run.opt, images, labels, run.autocast)
@@ -131,7 +140,8 @@ def train_epoch(run: Run, stop: StopFlag, *, epoch: int, lr: float, step: int) -
         elapsed = time.perf_counter() - t_log
         loss, waited, asked = dist.all_sum([loss_sum.item(), wait, float(stop.signal is not None)])
         loss, waited, rate = loss / (n * dist.world_size), waited / dist.world_size, n * cfg.batch_size / elapsed
-        run.log.write("train", step=step + stats.steps, epoch=epoch, lr=lr, loss=loss, images_per_s=rate,
+        run.log.write("train", step=step + stats.steps, epoch=epoch, lr=run.opt.param_groups[0]["lr"], loss=loss,
+                      images_per_s=rate,
                       data_wait=waited / elapsed)
         bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", wait=f"{100 * waited / elapsed:.0f}%")
         stats.images += n * cfg.batch_size
@@ -153,8 +163,8 @@ def fit(run: Run, progress: Progress, stop: StopFlag) -> tuple[EpochStats, dict]
     cfg, total, result = run.cfg, EpochStats(), {}
     for epoch in range(progress.epoch, cfg.epochs):
         progress.epoch = epoch
-        lr = learning_rate(cfg.lr, epoch, schedule=cfg.schedule, milestones=cfg.milestones,
-                           val_errors=progress.val_errors, patience=cfg.patience)
+        lr = learning_rate(scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling), epoch, schedule=cfg.schedule,
+                           milestones=cfg.milestones, val_errors=progress.val_errors, patience=cfg.patience)
         for group in run.opt.param_groups:
             group["lr"] = lr
         stats = train_epoch(run, stop, epoch=epoch, lr=lr, step=progress.step)
@@ -259,7 +269,11 @@ default = partial(cli.default, Config)
 @click.option("--epochs", default=default("epochs"), show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=default("batch_size"), show_default=True, type=click.IntRange(1),
               help="Global batch size.")
-@click.option("--lr", default=default("lr"), show_default=True)
+@click.option("--lr", default=default("lr"), show_default=True, help="At batch 128 (see --lr-scaling).")
+@click.option("--lr-scaling", type=click.Choice(LR_SCALINGS), default=default("lr_scaling"), show_default=True,
+              help="linear: lr * batch-size / 128 (Goyal et al. 2017).")
+@click.option("--warmup-epochs", default=default("warmup_epochs"), show_default=True, type=click.IntRange(0),
+              help="Gradual warm-up to the (scaled) rate over N epochs, step by step.")
 @click.option("--momentum", default=default("momentum"), show_default=True)
 @click.option("--weight-decay", default=default("weight_decay"), show_default=True)
 @click.option("--schedule", type=click.Choice(["plateau", "step", "constant"]), default=default("schedule"),
@@ -272,6 +286,8 @@ default = partial(cli.default, Config)
               help="paper: v <- 0.9v - 0.0005 lr w - lr grad; w <- w + v.")
 @click.option("--init", type=click.Choice(INITS), default=default("init"), show_default=True)
 @click.option("--variant", type=click.Choice(VARIANTS), default=default("variant"), show_default=True)
+@click.option("--lrn", type=click.Choice(LRNS), default=default("lrn"), show_default=True,
+              help="paper: alpha on the plain sum, per column; caffe: alpha / n over all maps (bvlc_alexnet).")
 @click.option("--dropout", default=default("dropout"), show_default=True)
 @click.option("--amp/--no-amp", default=default("amp"), show_default=True, help="bf16 autocast on CUDA.")
 @click.option("--channels-last/--no-channels-last", default=default("channels_last"), show_default=True,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline.loader import Loader
 from pipeline.spec import read_spec
 from shardkit.errors import ConfigError, DataError
-from shardkit.format import load_manifest
+from shardkit.format import PCA, load_manifest, load_pca
 from shardkit.parallel import default_workers as cores
 
 BACKENDS = ("dali", "torch")
@@ -24,6 +25,31 @@ DEVICES = ("cuda", "cpu")
 def dataset_classes(shards: str | Path) -> list[str]:
     """The class list (wnids, label order) of a shards folder: what a model's output layer must match."""
     return list(load_manifest(Path(shards))["classes"])
+
+
+def dataset_class_names(shards: str | Path) -> list[str] | None:
+    """Readable class names in label order (the manifest's `class_names`), or None when it has none."""
+    names = load_manifest(Path(shards)).get("class_names")
+    return list(names) if names else None
+
+
+def dataset_statistics(shards: str | Path, pca: str | Path | None = None) -> dict:
+    """pca.json of a shards folder (mean, std, eigval, eigvec on the [0, 1] scale), checked for shape."""
+    return load_pca(Path(pca) if pca else Path(shards) / PCA)
+
+
+def load_image(path: str | Path, size: int = 256) -> np.ndarray:
+    """[size, size, 3] uint8 RGB from any image file, made exactly as make_shards makes a shard image (the
+    shorter side to `size`, antialiased, the centre square), without the shard's JPEG re-encoding."""
+    from shardkit.imaging import BadImage, decode_bgr, resize_center_crop
+
+    try:
+        bgr = resize_center_crop(decode_bgr(Path(path).read_bytes(), size), size)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    except BadImage as e:
+        raise DataError(f"{path}: {e}") from None
+    return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
 def default_device() -> str:
