@@ -48,6 +48,11 @@ class Dist:
         td.all_reduce(t)
         return t.tolist()
 
+    def synchronize(self) -> None:
+        """Wait for this rank's queued GPU work, so that a clock read after it is honest; no-op on CPU."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def all_gather(self, obj) -> list:
         if self.world_size == 1:
             return [obj]

@@ -18,13 +18,14 @@ import torch.nn.functional as F
 from model.alexnet import build_model
 from model.checkpoint import check_arch, load_checkpoint
 from model.distributed import Dist, distributed
+from pipeline import BACKENDS, DEVICES, Loader, dataset_classes, default_device, make_loader
 from shardkit import cli
 from shardkit.errors import DataError
 from shardkit.files import write_json
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, dist: Dist, *, amp: bool = False) -> dict:
+def evaluate(model: torch.nn.Module, loader: Loader, dist: Dist, *, amp: bool = False) -> dict:
     """Errors over the loader's images on all ranks. Batches [B, 3, H, W] give centre-crop logits;
     batches [B, 10, 3, H, W] give the 10-crop average of softmax probabilities."""
     was_training = model.training
@@ -59,9 +60,8 @@ def evaluate(model: torch.nn.Module, loader, dist: Dist, *, amp: bool = False) -
 @click.command(context_settings=cli.CONTEXT)
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
 @click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path))
-@click.option("--backend", type=click.Choice(["dali", "torch"]), default="dali", show_default=True)
-@click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda" if torch.cuda.is_available() else "cpu",
-              show_default="cuda if available")
+@click.option("--backend", type=click.Choice(BACKENDS), default=cli.default(make_loader, "backend"), show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default=default_device(), show_default="cuda if available")
 @click.option("--batch-size", default=128, show_default=True, help="Global batch size (split over ranks).")
 @click.option("--ten-crop/--centre-crop", default=False, help="The paper's 10-crop test, or the centre crop.")
 @click.option("--limit", type=click.IntRange(1), help="Evaluate only the first N val images.")
@@ -69,8 +69,6 @@ def evaluate(model: torch.nn.Module, loader, dist: Dist, *, amp: bool = False) -
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the result here.")
 def main(checkpoint, shards, backend, device, batch_size, ten_crop, limit, workers, json_path):
     """Evaluate a saved model on the val shards."""
-    from pipeline import dataset_classes, make_loader
-
     ckpt = load_checkpoint(checkpoint)
     arch = ckpt.get("arch") or {}
     check_arch(ckpt, checkpoint, variant=arch.get("variant", "paper"), num_classes=len(dataset_classes(shards)))

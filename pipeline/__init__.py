@@ -11,17 +11,24 @@ from pathlib import Path
 
 import torch
 
+from pipeline.loader import Loader
 from pipeline.spec import read_spec
 from shardkit.errors import ConfigError, DataError
 from shardkit.format import load_manifest
 from shardkit.parallel import default_workers as cores
 
 BACKENDS = ("dali", "torch")
+DEVICES = ("cuda", "cpu")
 
 
 def dataset_classes(shards: str | Path) -> list[str]:
     """The class list (wnids, label order) of a shards folder: what a model's output layer must match."""
     return list(load_manifest(Path(shards))["classes"])
+
+
+def default_device() -> str:
+    """Where loaders deliver and models run unless told otherwise: cuda if torch sees a GPU, else cpu."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def default_workers(world_size: int = 1) -> int:
@@ -32,13 +39,14 @@ def default_workers(world_size: int = 1) -> int:
 def make_loader(shards: str | Path, split: str, batch_size: int, *, backend: str = "dali",
                 device: str | torch.device = "cuda", rank: int = 0, world_size: int = 1, seed: int = 0,
                 augment: bool | None = None, ten_crop: bool = False, workers: int | None = None,
-                limit: int | None = None, pca: str | Path | None = None):
+                limit: int | None = None, pca: str | Path | None = None) -> Loader:
     """A loader over `split` of a shards folder (DESIGN.md), yielding (images, labels) on `device`.
 
     images: [B, 3, 224, 224] float32 normalized (or [B, 10, 3, 224, 224] with ten_crop, val only);
-    labels: [B] int64. len(loader) = batches per epoch on this rank; iterating it runs one epoch, and the
-    next iteration continues with the next epoch. train: reshuffled every epoch, the same batch count on all
-    ranks (remainder dropped); val: every sample exactly once across the ranks (last batch may be short).
+    labels: [B] int64. The result follows the pipeline.Loader contract: len(loader) = batches per epoch on
+    this rank; iterating it runs one epoch, and the next iteration continues with the next epoch. train:
+    reshuffled every epoch, the same batch count on all ranks (remainder dropped); val: every sample exactly
+    once across the ranks (last batch may be short).
     augment defaults to True for train (random 224 window, flip, PCA lighting); limit caps the samples per
     epoch (train) or evaluates only the first `limit` samples (val). Loaders have state_dict() and
     load_state_dict() to resume mid-epoch. pca defaults to SHARDS/pca.json.

@@ -119,7 +119,7 @@ class DaliLoader:
             pipe = shard_pipeline(**kwargs)
             pipe.build()
         except RuntimeError as e:
-            raise DataError(f"DALI could not open the shards of {self.spec.shards_dir}: {_first_line(e)}") from None
+            raise DataError(f"DALI could not open the shards of {self.spec.shards_dir}: {_error_line(e)}") from None
         epoch_size = pipe.reader_meta("reader")["epoch_size"]  # what the reader found in the index files
         if epoch_size != self.spec.samples:
             raise DataError(f"{self.spec.shards_dir}: the index files hold {epoch_size} {self.spec.split} samples, "
@@ -143,7 +143,7 @@ class DaliLoader:
                 images, raw, *draws = self._pipe.run()
             except RuntimeError as e:
                 raise DataError(f"DALI failed reading {self.spec.shards_dir} ({self.spec.split}): "
-                                f"{_first_line(e)}") from None
+                                f"{_error_line(e)}") from None
             n = self.last if self.batch == self.batches - 1 else self.batch_size
             dense = images.as_tensor()
             if stream is None:  # CPU: a view of DALI's buffer, kept alive by the tensor (dynamic executor)
@@ -169,8 +169,8 @@ def _draws(pos, mirror, alpha, jpegs, *, n: int, size: int) -> dict:
             "jpeg": [np.array(jpegs.at(i)).tobytes() for i in range(n)]}
 
 
-def _first_line(e: Exception) -> str:
-    """The line of a DALI error that says what went wrong (it follows 'encountered:')."""
+def _error_line(e: Exception) -> str:
+    """The line of a DALI error that says what went wrong: the one after 'encountered...', else the first."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     for i, ln in enumerate(lines[:-1]):
         if ln.startswith("encountered"):

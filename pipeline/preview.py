@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from pipeline import make_loader
+from pipeline import BACKENDS, make_loader
 from pipeline.augment import lighting_offset, normalize
 from pipeline.spec import CROP, ShardSpec, read_spec
 from shardkit import cli
@@ -117,10 +117,10 @@ def preview(shards: Path, backend: str, count: int, seed: int) -> tuple[Image.Im
 @click.command(context_settings=cli.CONTEXT)
 @click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path))
 @click.option("--out", default="preview.png", show_default=True, type=click.Path(path_type=Path))
-@click.option("--backend", type=click.Choice(["dali", "torch", "both"]), default="dali", show_default=True,
-              help="both: DALI's tiles next to the reference maths on the same samples and draws.")
+@click.option("--backend", type=click.Choice([*BACKENDS, "both"]), default=cli.default(make_loader, "backend"),
+              show_default=True, help="both: DALI's tiles next to the reference maths on the same samples and draws.")
 @click.option("--count", default=16, show_default=True, type=click.IntRange(1, 256))
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=cli.default(make_loader, "seed"), show_default=True)
 def main(shards, out, backend, count, seed):
     """Save a grid of one augmented train batch, each tile with its class, crop, flip and lighting."""
     sheet, diff = preview(shards, backend, count, seed)

@@ -10,8 +10,10 @@ Every batch is a pure function of (seed, epoch, rank, batch index), whatever the
   run of B samples of that share (train drops the remainder, so every rank has the same batch count; the
   last val batch may be short);
 - augmentation draws for batch j come from (seed, e, rank, j).
-Worker w builds batches start+w, start+w+W, ..., which DataLoader's round-robin returns in order; a worker
-reads each shard it needs once (webdataset's tar iterator), so resuming at batch k decodes nothing before k.
+Worker w builds batches start+w, start+w+W, ..., which DataLoader's round-robin returns in order. A worker
+reads a whole shard (webdataset's tar iterator) when its next batch first needs it and keeps only that shard,
+so each shard is read once per worker that has a batch in it (up to W times), and only the samples taken are
+decoded: resuming at batch k reads from the shard holding batch k on and decodes nothing before k.
 """
 from __future__ import annotations
 
