@@ -62,9 +62,9 @@ def main(out, epochs, lr, batch_size):
     if done:
         click.echo(f"\n== training: {summary_path} shows {epochs} finished epochs, kept (remove {runs} to train again)")
     else:
-        resume = ["--resume"] if (runs / "demo" / "last.pt").is_file() else []  # keep finished epochs
+        resume = ["--resume"] if (runs / "demo" / "checkpoint.pt").is_file() else []
         step("training AlexNet on 2 CPU processes (gloo)", train_cmd + resume, env={"OMP_NUM_THREADS": "1"})
-    ckpt = runs / "demo" / "model.pt"  # the run's weights-only file
+    ckpt = runs / "demo" / "checkpoint.pt"
     for kind, flag in (("centre", "--centre-crop"), ("ten_crop", "--ten-crop")):
         step(f"evaluate ({kind})", [py, "-m", "model.evaluate", "--checkpoint", str(ckpt), "--shards", str(shards),
                                     "--device", "cpu", "--backend", "dali", "--batch-size", "50", flag,
