@@ -276,3 +276,31 @@ def test_gpu_pipeline_uses_mixed_decoder(demo_shards):
     cpu = collect(make_loader(demo_shards, "val", 8, backend="dali", device="cpu"))
     gpu = collect(make_loader(demo_shards, "val", 8, backend="dali", device="cuda"))
     assert torch.equal(cpu[1], gpu[1].cpu()) and (cpu[0] - gpu[0].cpu()).abs().mean() < 0.05
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_reference_workers_read_each_sample_once_per_epoch(position_shards, monkeypatch, split):
+    """W DataLoader workers together read every sample of the epoch once (by offset), not each shard W times."""
+    from types import SimpleNamespace
+
+    from pipeline import reference
+    reads = []
+    real = reference.read_sample
+    monkeypatch.setattr(reference, "read_sample", lambda f, tar, key, members: reads.append(key) or
+                        real(f, tar, key, members))
+    ldr = loader(position_shards, split, 8, "torch", workers=0)
+    stream = reference._ShardStream(ldr.spec, 8, train=ldr.train, augment=ldr.augment, rank=0, seed=0, epoch=0,
+                                    start_batch=0, batches=len(ldr), share=ldr.share)
+    batches = []
+    for w in range(3):  # what three DataLoader workers do, one after the other in this process
+        monkeypatch.setattr(reference, "get_worker_info", lambda: SimpleNamespace(id=w, num_workers=3))
+        batches += list(stream)
+    used = len(ldr) * 8 if split == "train" else ldr.share[1] - ldr.share[0]
+    assert sum(len(b[1]) for b in batches) == used
+    assert len(reads) == len(set(reads)) == used
+
+
+def test_reference_output_is_the_same_for_any_worker_count(position_shards):
+    a = collect(loader(position_shards, "train", 8, "torch", workers=0, seed=2))
+    b = collect(loader(position_shards, "train", 8, "torch", workers=2, seed=2))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
