@@ -208,6 +208,7 @@ def train(cfg: Config) -> dict:
         classes = len(load_manifest(Path(cfg.shards))["classes"])
         on_gpu = dist.device.type == "cuda"
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.amp else nullcontext()
+        torch.backends.cudnn.benchmark = on_gpu  # every shape is fixed: cuDNN times its algorithms once, keeps the best
 
         model = build_model(cfg.variant, classes, cfg.init, cfg.dropout).to(dist.device)
         if on_gpu and cfg.channels_last:
