@@ -8,7 +8,6 @@ medians over --repeats runs after a warm-up, with the device synchronised; forwa
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -18,6 +17,8 @@ import torch
 from torch import nn
 
 from model.lrn import LRN
+from shardkit import cli
+from shardkit.files import write_json
 
 SHAPES = {"conv1": (96, 55, 55), "conv2": (256, 27, 27)}   # AlexNet's LRN inputs, per image
 
@@ -64,7 +65,7 @@ def bench(device: torch.device, batch: int, repeats: int, dtype: torch.dtype = t
     return rows
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=cli.CONTEXT)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--repeats", default=5, show_default=True, type=click.IntRange(1))
@@ -84,13 +85,11 @@ def main(device, batch_size, repeats, json_path):
                    f"{r['speedup_fwd']:5.2f} {r['torch_fwd_bwd_ms']:9.2f} {r['ours_fwd_bwd_ms']:9.2f} "
                    f"{r['speedup_fwd_bwd']:5.2f} {r['max_abs_diff']:9.2e}")
     if json_path:
-        tmp = json_path.with_name(f".{json_path.name}.partial")
-        tmp.write_text(json.dumps({"device": name, "rows": rows}, indent=1) + "\n")
-        tmp.replace(json_path)
+        write_json(json_path, {"device": name, "rows": rows})
     click.echo(f"summary: ours/torch speed-up fwd {min(r['speedup_fwd'] for r in rows):.2f}.."
                f"{max(r['speedup_fwd'] for r in rows):.2f}x, fwd+bwd {min(r['speedup_fwd_bwd'] for r in rows):.2f}.."
                f"{max(r['speedup_fwd_bwd'] for r in rows):.2f}x")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

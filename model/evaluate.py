@@ -92,6 +92,7 @@ def main(checkpoint, weights, variant, lrn, shards, backend, device, batch_size,
         model = model.to(dist.device)
         if dist.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True  # fixed shapes (the last batch aside): pick algorithms once
         loader = make_loader(shards, "val", max(1, batch_size // dist.world_size), backend=backend,
                              device=dist.device, rank=dist.rank, world_size=dist.world_size, ten_crop=ten_crop,
                              workers=workers, limit=limit)

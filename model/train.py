@@ -84,6 +84,7 @@ def loader_args(cfg: Config, dist: Dist) -> dict:
 
 
 def setup(cfg: Config, dist: Dist) -> Run:
+    torch.backends.cudnn.benchmark = dist.device.type == "cuda"  # every shape is fixed: time cuDNN's algorithms once
     batch, classes = local_batch(cfg, dist), dataset_classes(cfg.shards)
     stats = dataset_statistics(cfg.shards)
     inference = inference_meta(variant=cfg.variant, lrn=cfg.lrn, classes=classes,

@@ -4,17 +4,18 @@ With CUDA: the `mixed` decoder (nvJPEG; hardware JPEG decoder share set by `hw_d
 batches left on the GPU. Without CUDA (`device_id=None`): the same graph on DALI's CPU operators.
 
     train: readers.webdataset (sharded by rank, reshuffled globally each epoch)
-           -> decoders.image_crop (decodes only the 224 window at offsets uniform in 0..32)
+           -> decoders.image_crop (decodes only the 224 window at offsets uniform in 0..32; ROI_DECODE=False:
+              full decode, the window cut by crop_mirror_normalize)
            -> crop_mirror_normalize (flip p=0.5; mean shifted per image by the PCA lighting offset)
     val:   the centre window, or the 10 windows (corners + centre, and mirrored) stacked per sample.
 Labels: the .cls member is ASCII; it is padded to a fixed width in the graph and parsed to int64 on the host.
+Batches reach torch with no copy and no host wait (`DaliLoader._next_batch`: `run(stream)` + DLPack).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 from nvidia.dali import fn, pipeline_def, types
-from nvidia.dali.plugin.pytorch import feed_ndarray
 
 from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, TEN_CROP_ANCHORS, ShardSpec, epoch_plan
 from shardkit.errors import DataError
@@ -22,12 +23,29 @@ from shardkit.format import index_path
 
 LABEL_BYTES = 8                      # widest .cls member accepted (8 decimal digits)
 HW_DECODER_LOAD = 0.65               # share of images sent to the hardware JPEG decoder (A100/H100 have one)
+ROI_DECODE = True                    # train/val: decode only the 224 window (False: full decode, then crop)
 OFFSETS = [k / MAX_OFFSET for k in range(MAX_OFFSET + 1)]  # crop_pos k/32 -> integer offset k
 
 
+def decoder_options(gpu: bool, size: int, hw_decoder_load: float = HW_DECODER_LOAD) -> dict:
+    """Arguments of the JPEG decoder for shards of size x size images."""
+    if not gpu:
+        return dict(device="cpu", output_type=types.RGB)
+    # nvJPEG's paddings are per decoder thread (one device buffer, two pinned host buffers each): the
+    # full-size-ImageNet values of DALI's ResNet-50 example (211 MB, 141 MB) cost ~3 GiB of GPU and ~4 GiB of
+    # pinned memory per loader at 16 threads; a size x size RGB image decodes to 3 size^2 bytes (196 kB at 256),
+    # so twice that, rounded up to 1 MiB, leaves no reallocation.
+    pad = -(-2 * 3 * size * size // 2**20) * 2**20
+    return dict(device="mixed", output_type=types.RGB, hw_decoder_load=hw_decoder_load,
+                device_memory_padding=pad, host_memory_padding=pad,
+                preallocate_width_hint=size, preallocate_height_hint=size,
+                # libjpeg's chroma upsampling, as the CPU decoder and Pillow do: 4:2:0 shards decode alike
+                jpeg_fancy_upsampling=True)
+
+
 @pipeline_def
-def shard_pipeline(tars, idxs, *, gpu: bool, train: bool, augment: bool, ten_crop: bool, shard_id: int,
-                   num_shards: int, shuffle_seed: int, mean, std, eigval, eigvec, hw_decoder_load: float,
+def shard_pipeline(tars, idxs, *, decoder: dict, roi_decode: bool, train: bool, augment: bool, ten_crop: bool,
+                   shard_id: int, num_shards: int, shuffle_seed: int, mean, std, eigval, eigvec,
                    params: bool = False):
     # train: a global permutation each epoch, the same on all ranks (same seed), each rank its part of it;
     # val: stored order, each rank exactly its share, the last batch padded (the loader trims it)
@@ -36,22 +54,22 @@ def shard_pipeline(tars, idxs, *, gpu: bool, train: bool, augment: bool, ten_cro
     jpegs, cls = fn.readers.webdataset(
         paths=tars, index_paths=idxs, ext=["jpg", "cls"], missing_component_behavior="error", name="reader",
         shard_id=shard_id, num_shards=num_shards, **order)
-    decoder = dict(device="mixed" if gpu else "cpu", output_type=types.RGB)
-    if gpu:
-        decoder.update(hw_decoder_load=hw_decoder_load, device_memory_padding=211025920,
-                       host_memory_padding=140544512)
     scale = [255.0 * s for s in std]
     if train and augment:
         pos = fn.random.uniform(values=OFFSETS, shape=[2])
-        images = fn.decoders.image_crop(jpegs, crop=(CROP, CROP), crop_pos_x=pos[0], crop_pos_y=pos[1], **decoder)
+        window = dict(crop=(CROP, CROP), crop_pos_x=pos[0], crop_pos_y=pos[1])
+        if roi_decode:
+            images, window = fn.decoders.image_crop(jpegs, **window, **decoder), {}
+        else:
+            images = fn.decoders.image(jpegs, **decoder)
         # lighting folded into the per-image mean: (x/255 + eigvec @ (alpha * eigval) - mean) / std
         #   = (x - shift) / (255 std), shift = 255 mean - 255 eigvec diag(eigval) alpha, one coord_transform
         alpha = fn.random.normal(shape=[1, 3], stddev=ALPHA_STD)
         shift = fn.coord_transform(alpha, M=(-255.0 * eigvec * eigval[None, :]).reshape(-1).tolist(),
                                    T=[255.0 * v for v in mean])
         mirror = fn.random.coin_flip(probability=0.5)
-        out = fn.crop_mirror_normalize(images, mean=fn.reshape(shift, shape=[3]), std=scale, mirror=mirror,
-                                       dtype=types.FLOAT, output_layout="HWC")
+        out = fn.crop_mirror_normalize(images, mean=fn.reshape(shift, shape=[3]), std=scale, **window,
+                                       mirror=mirror, dtype=types.FLOAT, output_layout="HWC")
         if params:  # what each sample drew, and its JPEG, for pipeline/preview.py
             labels = fn.pad(cls, fill_value=0, shape=[LABEL_BYTES], axes=[0])
             return out, labels, pos, mirror, alpha, jpegs
@@ -61,10 +79,14 @@ def shard_pipeline(tars, idxs, *, gpu: bool, train: bool, augment: bool, ten_cro
                                                   mirror=m, mean=[255.0 * v for v in mean], std=scale,
                                                   dtype=types.FLOAT, output_layout="HWC")
                          for m in (0, 1) for ax, ay in TEN_CROP_ANCHORS])
-    else:
-        images = fn.decoders.image_crop(jpegs, crop=(CROP, CROP), **decoder)  # centre window
-        out = fn.crop_mirror_normalize(images, mean=[255.0 * v for v in mean], std=scale, dtype=types.FLOAT,
-                                       output_layout="HWC")
+    else:  # the centre window
+        window = dict(crop=(CROP, CROP))
+        if roi_decode:
+            images, window = fn.decoders.image_crop(jpegs, **window, **decoder), {}
+        else:
+            images = fn.decoders.image(jpegs, **decoder)
+        out = fn.crop_mirror_normalize(images, mean=[255.0 * v for v in mean], std=scale, **window,
+                                       dtype=types.FLOAT, output_layout="HWC")
     labels = fn.pad(cls, fill_value=0, shape=[LABEL_BYTES], axes=[0])
     return out, labels
 
@@ -88,7 +110,7 @@ class DaliLoader:
 
     def __init__(self, spec: ShardSpec, batch_size: int, *, device: torch.device, rank: int, world_size: int,
                  seed: int, augment: bool, ten_crop: bool, workers: int, limit: int | None,
-                 hw_decoder_load: float = HW_DECODER_LOAD, params: bool = False):
+                 hw_decoder_load: float = HW_DECODER_LOAD, roi_decode: bool = ROI_DECODE, params: bool = False):
         self.spec, self.batch_size, self.device = spec, batch_size, device
         self.train = spec.split == "train"
         _, self.batches, self.last = epoch_plan(spec, batch_size, rank, world_size, limit)
@@ -98,12 +120,12 @@ class DaliLoader:
             batch_size=batch_size, num_threads=max(1, workers), seed=(seed * 7919 + rank) % 2**31,
             device_id=device.index if device.type == "cuda" else None, prefetch_queue_depth=2, exec_dynamic=True,
             enable_checkpointing=self.train,
-            tars=[str(t) for t in spec.tars], idxs=[str(index_path(t)) for t in spec.tars], gpu=device.type == "cuda",
+            tars=[str(t) for t in spec.tars], idxs=[str(index_path(t)) for t in spec.tars],
+            decoder=decoder_options(device.type == "cuda", spec.size, hw_decoder_load), roi_decode=roi_decode,
             train=self.train, augment=augment, ten_crop=ten_crop and not self.train, shard_id=rank,
             num_shards=world_size, shuffle_seed=seed % 2**31, mean=spec.mean.astype(np.float32),
             std=spec.std.astype(np.float32), eigval=spec.eigval.astype(np.float32),
-            eigvec=spec.eigvec.astype(np.float32), hw_decoder_load=hw_decoder_load,
-            params=params and self.train and augment)
+            eigvec=spec.eigvec.astype(np.float32), params=params and self.train and augment)
         self._pipe, self._checkpoint = None, None
         self.params: dict | None = None  # with params=True: the last batch's draws (see _draws)
         self.epoch, self.batch = 0, 0
@@ -137,28 +159,38 @@ class DaliLoader:
     def __iter__(self):
         if self._pipe is None or self._rebuild:
             self._pipe = self._build()
-        stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        gpu = self.device.type == "cuda"
         while self.batch < self.batches:
-            try:
-                images, raw, *draws = self._pipe.run()
-            except RuntimeError as e:
-                raise DataError(f"DALI failed reading {self.spec.shards_dir} ({self.spec.split}): "
-                                f"{_error_line(e)}") from None
             n = self.last if self.batch == self.batches - 1 else self.batch_size
-            dense = images.as_tensor()
-            if stream is None:  # CPU: a view of DALI's buffer, kept alive by the tensor (dynamic executor)
-                out = torch.from_numpy(np.asarray(dense))
-            else:  # GPU: a device copy on torch's stream, ordered after DALI's work
-                out = torch.empty(dense.shape(), dtype=torch.float32, device=self.device)
-                feed_ndarray(dense, out, cuda_stream=stream)
-            labels = torch.from_numpy(parse_labels(np.array(raw.as_tensor()), str(self.spec.shards_dir)))
-            if draws:
-                self.params = _draws(*draws, n=n, size=self.spec.size)
+            images, labels = self._next_batch(gpu, n)
             # HWC memory, NCHW shape: a channels_last tensor, the layout the convolutions want anyway
-            out = out.permute(0, 3, 1, 2) if out.dim() == 4 else out.permute(0, 1, 4, 2, 3)
+            images = images.permute(0, 3, 1, 2) if images.dim() == 4 else images.permute(0, 1, 4, 2, 3)
             self.batch += 1
-            yield out[:n], labels[:n].to(self.device, non_blocking=True)
+            yield images[:n], labels[:n]
         self.epoch, self.batch = self.epoch + 1, 0
+
+    def _next_batch(self, gpu: bool, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch as torch tensors on the device, without copying the images and without a host wait.
+
+        GPU: DALI hands its outputs over on torch's current stream (`run(stream)`: stream-ordered, no host
+        synchronisation) and torch takes the buffer through DLPack; the dynamic executor keeps it alive as
+        long as the tensor lives. CPU: a numpy view of DALI's buffer, kept alive the same way."""
+        try:
+            if gpu:
+                stream = torch.cuda.current_stream(self.device).cuda_stream
+                images, raw, *draws = self._pipe.run(stream or 1)  # torch's default stream 0 = cudaStreamLegacy = 1
+            else:
+                images, raw, *draws = self._pipe.run()
+        except RuntimeError as e:
+            raise DataError(f"DALI failed reading {self.spec.shards_dir} ({self.spec.split}): "
+                            f"{_error_line(e)}") from None
+        labels = torch.from_numpy(parse_labels(np.array(raw.as_tensor()), str(self.spec.shards_dir)))
+        if draws:
+            self.params = _draws(*draws, n=n, size=self.spec.size)
+        if not gpu:
+            return torch.from_numpy(np.asarray(images.as_tensor())), labels
+        out = torch.from_dlpack(images.as_tensor())  # waits on DALI's stream in torch's stream if they differ
+        return out, labels.pin_memory().to(self.device, non_blocking=True)
 
 
 def _draws(pos, mirror, alpha, jpegs, *, n: int, size: int) -> dict:

@@ -1,4 +1,4 @@
-"""The plain PyTorch reference loader: webdataset tar reading + Pillow decode in DataLoader worker processes.
+"""The plain PyTorch reference loader: samples read by offset (DALI index) + Pillow decode in DataLoader workers.
 
 Same maths and outputs as the DALI pipeline. uint8 crops travel through the workers (4x less than float);
 lighting and normalization run on the whole batch, on the target device.
@@ -10,10 +10,9 @@ Every batch is a pure function of (seed, epoch, rank, batch index), whatever the
   run of B samples of that share (train drops the remainder, so every rank has the same batch count; the
   last val batch may be short);
 - augmentation draws for batch j come from (seed, e, rank, j).
-Worker w builds batches start+w, start+w+W, ..., which DataLoader's round-robin returns in order. A worker
-reads a whole shard (webdataset's tar iterator) when its next batch first needs it and keeps only that shard,
-so each shard is read once per worker that has a batch in it (up to W times), and only the samples taken are
-decoded: resuming at batch k reads from the shard holding batch k on and decodes nothing before k.
+Worker w builds batches start+w, start+w+W, ..., which DataLoader's round-robin returns in order; a worker
+reads only the samples of its own batches, by offset through the shard's DALI index (`read_sample`), so the
+W workers together read each sample once per epoch, and resuming at batch k reads nothing before k.
 """
 from __future__ import annotations
 
@@ -22,24 +21,29 @@ import multiprocessing
 
 import numpy as np
 import torch
-import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.augment import lighting_offset, normalize, ten_crop
 from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, ShardSpec, epoch_plan
 from shardkit.errors import DataError
+from shardkit.format import index_path, read_index
 
 
-def _read_tar(tar) -> list[tuple[str, bytes, int]]:
-    """All (key, jpg bytes, label) of one shard, with webdataset's tar iterator."""
-    out = []
-    for sample in wds.tariterators.tarfile_samples([{"url": str(tar)}]):
-        try:
-            out.append((sample["__key__"], sample["jpg"], int(sample["cls"])))
-        except (KeyError, ValueError) as e:
-            raise DataError(f"{tar}: sample {sample.get('__key__')}: bad .jpg/.cls ({e!r})") from None
-    return out
+def read_sample(f, tar, key: str, members: dict[str, tuple[int, int]]) -> tuple[str, bytes, int]:
+    """One sample (key, jpg bytes, label), read by offset from the open tar `f` through its DALI index entry.
+    The one place where the reference loader reads shard bytes."""
+    try:
+        (jpg_off, jpg_size), (cls_off, cls_size) = members["jpg"], members["cls"]
+        f.seek(jpg_off)
+        jpg = f.read(jpg_size)
+        f.seek(cls_off)
+        label = int(f.read(cls_size))
+    except (KeyError, ValueError) as e:
+        raise DataError(f"{tar}: sample {key}: bad .jpg/.cls ({e!r})") from None
+    if len(jpg) != jpg_size:
+        raise DataError(f"{tar}: sample {key}: truncated .jpg; re-make it with tools/make_shards.py")
+    return key, jpg, label
 
 
 def _decode(jpg: bytes, key: str) -> np.ndarray:
@@ -73,7 +77,8 @@ def _worker_context():
 
 
 class _Sequence:
-    """Random access to the epoch's sample sequence, caching the shard last read."""
+    """Random access to the epoch's sample sequence. Only the samples asked for are read, by offset through
+    the shards' DALI indexes, so the workers together read each sample once per epoch."""
 
     def __init__(self, spec: ShardSpec, train: bool, seed: int, epoch: int):
         self.tars, self.counts = list(spec.tars), list(spec.counts)
@@ -82,19 +87,28 @@ class _Sequence:
         if train:
             self.order = np.random.default_rng([seed, epoch]).permutation(len(self.tars))
         self.starts = np.cumsum([0] + [self.counts[i] for i in self.order])
-        self._cached = (None, None)
+        self._entries: dict[int, list] = {}  # shard position -> its index entries in this epoch's order
+        self._file = (None, None)            # (tar, open file) last read
 
-    def _shard(self, k: int):
-        if self._cached[0] != k:
+    def _shard(self, k: int) -> list[tuple[str, dict]]:
+        if k not in self._entries:
             t = int(self.order[k])
-            samples = _read_tar(self.tars[t])
-            if len(samples) != self.counts[t]:
-                raise DataError(f"{self.tars[t]}: {len(samples)} samples, the manifest says {self.counts[t]}")
+            entries = read_index(index_path(self.tars[t]))
+            if len(entries) != self.counts[t]:
+                raise DataError(f"{self.tars[t]}: {len(entries)} samples, the manifest says {self.counts[t]}")
             if self.train:
-                perm = np.random.default_rng([self.seed, self.epoch, t]).permutation(len(samples))
-                samples = [samples[i] for i in perm]
-            self._cached = (k, samples)
-        return self._cached[1]
+                perm = np.random.default_rng([self.seed, self.epoch, t]).permutation(len(entries))
+                entries = [entries[i] for i in perm]
+            self._entries = {k: entries}  # one shard's index at a time: memory stays small
+        return self._entries[k]
+
+    def _open(self, k: int):
+        tar = self.tars[int(self.order[k])]
+        if self._file[0] != tar:
+            if self._file[1] is not None:
+                self._file[1].close()
+            self._file = (tar, open(tar, "rb"))
+        return tar, self._file[1]
 
     def take(self, begin: int, end: int) -> list[tuple[str, bytes, int]]:
         out = []
@@ -102,10 +116,16 @@ class _Sequence:
         while begin < end:
             lo = begin - int(self.starts[k])
             hi = min(end, int(self.starts[k + 1])) - int(self.starts[k])
-            out += self._shard(k)[lo:hi]
+            tar, f = self._open(k)
+            out += [read_sample(f, tar, key, members) for key, members in self._shard(k)[lo:hi]]
             begin += hi - lo
             k += 1
         return out
+
+    def close(self) -> None:
+        if self._file[1] is not None:
+            self._file[1].close()
+        self._file = (None, None)
 
 
 def train_draws(seed: int, epoch: int, rank: int, batch: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,10 +150,13 @@ class _ShardStream(IterableDataset):
         info = get_worker_info()
         w, nw = (info.id, info.num_workers) if info else (0, 1)
         seq = _Sequence(self.spec, self.train, self.seed, self.epoch)
-        for j in range(self.start_batch + w, self.batches, nw):
-            lo = self.share[0] + j * self.b
-            batch = seq.take(lo, min(lo + self.b, self.share[1]))
-            yield self._train_batch(batch, j) if self.train else self._val_batch(batch)
+        try:
+            for j in range(self.start_batch + w, self.batches, nw):
+                lo = self.share[0] + j * self.b
+                batch = seq.take(lo, min(lo + self.b, self.share[1]))
+                yield self._train_batch(batch, j) if self.train else self._val_batch(batch)
+        finally:
+            seq.close()
 
     def _train_batch(self, batch, j: int):
         n = len(batch)

@@ -1,6 +1,7 @@
 """pipeline.make_loader, both backends on the CPU: crops, flips, lighting, labels, sharding, exact val, errors."""
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -350,3 +351,72 @@ def test_gpu_pipeline_uses_mixed_decoder(demo_shards):
     cpu = collect(make_loader(demo_shards, "val", 8, backend="dali", device="cpu"))
     gpu = collect(make_loader(demo_shards, "val", 8, backend="dali", device="cuda"))
     assert torch.equal(cpu[1], gpu[1].cpu()) and (cpu[0] - gpu[0].cpu()).abs().mean() < 0.05
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_reference_workers_read_each_sample_once_per_epoch(position_shards, monkeypatch, split):
+    """W DataLoader workers together read every sample of the epoch once (by offset), not each shard W times."""
+    from types import SimpleNamespace
+
+    from pipeline import reference
+    reads = []
+    real = reference.read_sample
+    monkeypatch.setattr(reference, "read_sample", lambda f, tar, key, members: reads.append(key) or
+                        real(f, tar, key, members))
+    ldr = loader(position_shards, split, 8, "torch", workers=0)
+    stream = reference._ShardStream(ldr.spec, 8, train=ldr.train, augment=ldr.augment, rank=0, seed=0, epoch=0,
+                                    start_batch=0, batches=len(ldr), share=ldr.share)
+    batches = []
+    for w in range(3):  # what three DataLoader workers do, one after the other in this process
+        monkeypatch.setattr(reference, "get_worker_info", lambda: SimpleNamespace(id=w, num_workers=3))
+        batches += list(stream)
+    used = len(ldr) * 8 if split == "train" else ldr.share[1] - ldr.share[0]
+    assert sum(len(b[1]) for b in batches) == used
+    assert len(reads) == len(set(reads)) == used
+
+
+def test_reference_output_is_the_same_for_any_worker_count(position_shards):
+    a = collect(loader(position_shards, "train", 8, "torch", workers=0, seed=2))
+    b = collect(loader(position_shards, "train", 8, "torch", workers=2, seed=2))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_gpu_decoder_options_fit_256px_shards():
+    from pipeline.dali import decoder_options
+    gpu = decoder_options(True, 256, 0.5)
+    assert gpu["device"] == "mixed" and gpu["jpeg_fancy_upsampling"] is True and gpu["hw_decoder_load"] == 0.5
+    # per decoder thread: at least one decoded image (3 x 256^2 bytes), at most 1 MiB (was 211 MB / 141 MB)
+    for pad in ("device_memory_padding", "host_memory_padding"):
+        assert 3 * 256 * 256 <= gpu[pad] <= 2**20
+    assert gpu["preallocate_width_hint"] == gpu["preallocate_height_hint"] == 256
+    assert decoder_options(False, 256) == {"device": "cpu", "output_type": gpu["output_type"]}
+
+
+def dali_loader(shards, split, bs, device="cpu", **kw):
+    from pipeline.dali import DaliLoader
+    from pipeline.spec import read_spec
+    opts = dict(rank=0, world_size=1, seed=0, augment=split == "train", ten_crop=False, workers=2, limit=None)
+    opts.update(kw)
+    return DaliLoader(read_spec(shards, split), bs, device=torch.device(device), **opts)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_dali_full_decode_then_crop_equals_window_decode(demo_shards, split):
+    roi = collect(dali_loader(demo_shards, split, 8, seed=4))
+    full = collect(dali_loader(demo_shards, split, 8, seed=4, roi_decode=False))
+    assert torch.equal(roi[1], full[1])
+    assert (roi[0] - full[0]).abs().max() < 1e-5  # the same draws, the same window, the same pixels
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_gpu_batches_match_cpu_batches(demo_shards, split):
+    """Same seed: the same crops, flips, lighting and labels; pixels within 1/255 on average (4:2:0 shards)."""
+    cpu = collect(dali_loader(demo_shards, split, 8, seed=4))
+    gpu = collect(dali_loader(demo_shards, split, 8, "cuda", seed=4))
+    assert torch.equal(cpu[1], gpu[1].cpu())
+    std = torch.tensor(json.loads((demo_shards / "pca.json").read_text())["std"]).view(1, 3, 1, 1)  # to [0, 1]
+    assert ((cpu[0] - gpu[0].cpu()).abs() * std).mean() <= 1 / 255
+    x, y = next(iter(dali_loader(demo_shards, split, 8, "cuda")))
+    assert x.is_cuda and y.is_cuda and x.is_contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,211 @@
+"""The model sections of `tools/gpu_check.py`: AlexNet training speed on random tensors vs real DALI batches,
+and DDP (two gloo ranks on one device, weights identical after; one NCCL rank with the channels_last model).
+Library code: the CLI in tools/gpu_check.py runs it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as td
+import torch.multiprocessing as mp
+
+from model.alexnet import build_model
+from model.optim import train_step
+from shardkit.files import write_json
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _model(classes: int, device: torch.device, channels_last: bool, compile_backend: str | None):
+    torch.manual_seed(0)
+    model = build_model("paper", classes, "kaiming").to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), 0.01, momentum=0.9, weight_decay=5e-4)
+    net = torch.compile(model, backend=compile_backend) if compile_backend else model
+    return model, net, opt
+
+
+def _forever(loader):
+    while True:
+        yield from loader
+
+
+def time_steps(net, opt, batches, device: torch.device, warmup: int, steps: int, autocast,
+               channels_last: bool) -> dict:
+    """images/s and per-step split (time blocked on the input vs the rest) over `steps` after `warmup`."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    wait, images, t0 = 0.0, 0, None
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            t0, wait, images = time.perf_counter(), 0.0, 0
+        t = time.perf_counter()
+        x, y = next(batches)
+        wait += time.perf_counter() - t
+        train_step(net, opt, x.contiguous(memory_format=fmt), y, autocast)
+        images += len(x)
+    _sync(device)
+    total = time.perf_counter() - t0
+    return {"images_per_s": images / total, "step_ms": 1000 * total / steps, "data_wait": wait / total,
+            "data_wait_ms_per_step": 1000 * wait / steps, "steps": steps}
+
+
+def train_section(shards: Path, device: torch.device, workers: int, batch_size: int, steps: int, warmup: int,
+                  compile_backend: str, compile_reserve: float, result: dict, deadline) -> None:
+    """Model alone on random tensors vs the same model on DALI batches; channels_last and compile on and off."""
+    from pipeline import make_loader
+    from pipeline.spec import read_spec
+    gpu = device.type == "cuda"
+    torch.backends.cudnn.benchmark = gpu  # every shape is fixed
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if gpu else nullcontext()
+    classes = len(read_spec(shards, "val").classes)
+    result.update({"batch_size": batch_size, "amp": "bf16" if gpu else "off (CPU)", "cudnn_benchmark": gpu,
+                   "compile_backend": compile_backend, "steps": steps, "warmup": warmup})
+    rows = result.setdefault("results", [])
+    x = torch.randn(batch_size, 3, 224, 224, device=device)
+    y = torch.randint(0, classes, (batch_size,), device=device)
+    loader = make_loader(shards, "train", batch_size, backend="dali", device=device, workers=workers)
+    real = _forever(loader)
+    for channels_last in (True, False):
+        _, net, opt = _model(classes, device, channels_last, None)
+        # DALI's batches are channels_last already: the other layout only measures the model
+        for source in ("synthetic", "dali") if channels_last else ("synthetic",):
+            rows.append(_row(net, opt, source, channels_last, False, x, y, real, device, warmup, steps, autocast))
+            deadline.check(f"train {source}, channels_last={channels_last}")
+    main = {r["input"]: r for r in rows if r["channels_last"]}  # model.train's default: channels_last, eager
+    result.update({"synthetic_images_per_s": main["synthetic"]["images_per_s"],
+                   "real_images_per_s": main["dali"]["images_per_s"],
+                   "vs_synthetic": main["dali"]["images_per_s"] / main["synthetic"]["images_per_s"],
+                   "data_wait": main["dali"]["data_wait"],
+                   "step_ms": {"synthetic": main["synthetic"]["step_ms"], "dali": main["dali"]["step_ms"],
+                               "dali_data_wait": main["dali"]["data_wait_ms_per_step"]}})
+    if deadline.left() < compile_reserve:
+        result["compile"] = f"skipped: {deadline.left():.0f} s left, under the {compile_reserve:.0f} s a compile needs"
+        return
+    _, net, opt = _model(classes, device, True, compile_backend)
+    try:
+        for source in ("synthetic", "dali"):
+            rows.append(_row(net, opt, source, True, True, x, y, real, device, warmup, steps, autocast))
+            deadline.check(f"train {source}, compiled")
+    except RuntimeError as e:  # e.g. no Triton for inductor: the eager figures above stand, the report says why
+        result["compile"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _row(net, opt, source, channels_last, compiled, x, y, real, device, warmup, steps, autocast) -> dict:
+    batches = _forever([(x, y)]) if source == "synthetic" else real
+    row = {"input": source, "channels_last": channels_last, "compile": compiled}
+    row.update(time_steps(net, opt, batches, device, warmup, steps, autocast, channels_last))
+    return row
+
+
+def _stderr_to(path: Path):
+    """Send this process's fd 2 (C++ warnings included) to a file."""
+    f = open(path, "w")
+    os.dup2(f.fileno(), 2)
+    return f
+
+
+def _params_digest(model) -> str:
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _ddp_rank(rank: int, shards: str, device_type: str, batch_size: int, steps: int, warmup: int,
+              workdir: str) -> None:
+    """One of two ranks on the one device (gloo); rank 0 then runs the one-rank DDP smoke test."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from pipeline import make_loader
+    from pipeline.spec import read_spec
+    work = Path(workdir)
+    log = _stderr_to(work / f"stderr-{rank}.txt")
+    gpu = device_type == "cuda"
+    device = torch.device("cuda", 0) if gpu else torch.device("cpu")
+    if gpu:
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if gpu else nullcontext()
+    classes = len(read_spec(shards, "val").classes)
+    out: dict = {"rank": rank}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # NCCL refuses two ranks on one GPU; gloo runs collectives on CUDA tensors too
+        td.init_process_group("gloo", init_method=f"file://{work / 'rendezvous'}", rank=rank, world_size=2)
+        try:
+            model, _, opt = _model(classes, device, gpu, None)
+            net = DistributedDataParallel(model, device_ids=[0] if gpu else None)
+            loader = make_loader(shards, "train", batch_size, backend="dali", device=device, rank=rank,
+                                 world_size=2, workers=max(1, (os.cpu_count() or 2) // 2))
+            timed = time_steps(net, opt, _forever(loader), device, warmup, steps, autocast, gpu)
+            out.update(images_per_s=timed["images_per_s"] * 2, step_ms=timed["step_ms"], steps=steps,
+                       data_wait=timed["data_wait"], digest=_params_digest(model))
+        finally:
+            td.destroy_process_group()
+        if rank == 0:
+            out["smoke"] = _one_rank_smoke(classes, device, batch_size, work, autocast)
+        out["warnings"] = sorted({str(w.message).splitlines()[0] for w in caught})
+    log.flush()
+    write_json(work / f"rank-{rank}.json", out)
+
+
+def _one_rank_smoke(classes: int, device: torch.device, batch_size: int, work: Path, autocast) -> dict:
+    """DDP over NCCL (gloo on CPU) with the channels_last model: gradients keep the parameters' strides."""
+    from torch.nn.parallel import DistributedDataParallel
+    gpu = device.type == "cuda"
+    backend = "nccl" if gpu else "gloo"
+    td.init_process_group(backend, init_method=f"file://{work / 'rendezvous-smoke'}", rank=0, world_size=1)
+    try:
+        model, _, opt = _model(classes, device, True, None)
+        net = DistributedDataParallel(model, device_ids=[0] if gpu else None)
+        x = torch.randn(batch_size, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, classes, (batch_size,), device=device)
+        for _ in range(2 if gpu else 1):
+            train_step(net, opt, x, y, autocast)
+        _sync(device)
+        mismatched = [n for n, p in model.named_parameters() if p.grad is not None and p.grad.stride() != p.stride()]
+    finally:
+        td.destroy_process_group()
+    return {"backend": backend, "steps": 2 if gpu else 1, "grad_stride_mismatches": mismatched}
+
+
+def ddp_section(shards: Path, device: torch.device, batch_size: int, steps: int, warmup: int, workdir: Path,
+                result: dict, deadline) -> None:
+    """Two gloo ranks on one device for `steps` steps (weights identical after); one-rank DDP smoke test."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for f in workdir.iterdir():
+        f.unlink()
+    ctx = mp.start_processes(_ddp_rank, args=(str(shards), device.type, batch_size, steps, warmup, str(workdir)),
+                             nprocs=2, join=False, start_method="spawn")
+    try:
+        while not ctx.join(timeout=1):
+            deadline.check("DDP ranks")
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.kill()
+    ranks = [json.loads((workdir / f"rank-{r}.json").read_text()) for r in range(2)]
+    stderr = "\n".join((workdir / f"stderr-{r}.txt").read_text() for r in range(2))
+    stride_lines = sorted({ln.strip() for ln in stderr.splitlines() if "stride" in ln.lower()} |
+                          {w for r in ranks for w in r["warnings"] if "stride" in w.lower()})
+    smoke = ranks[0]["smoke"]
+    smoke["stride_warnings"] = stride_lines
+    smoke["ok"] = not stride_lines and not smoke["grad_stride_mismatches"]
+    result.update({"backend": "gloo", "world_size": 2, "batch_size_per_rank": batch_size, "steps": steps,
+                   "ranks_weights_equal": ranks[0]["digest"] == ranks[1]["digest"],
+                   "images_per_s": min(r["images_per_s"] for r in ranks),
+                   "data_wait": max(r["data_wait"] for r in ranks), "one_rank_smoke": smoke,
+                   "warnings": sorted({w for r in ranks for w in r["warnings"]})[:10]})
+    result["ok"] = result["ranks_weights_equal"] and smoke["ok"]
