@@ -24,6 +24,12 @@ def dataset_classes(shards: str | Path) -> list[str]:
     return list(load_manifest(Path(shards))["classes"])
 
 
+def dataset_class_names(shards: str | Path) -> list[str] | None:
+    """The words of each class ('tench, Tinca tinca', in label order) if the manifest has them, else None."""
+    names = load_manifest(Path(shards)).get("class_names")
+    return list(names) if names else None
+
+
 def default_workers(world_size: int = 1) -> int:
     """This rank's share of the cores the process may run on."""
     return max(1, cores() // world_size)

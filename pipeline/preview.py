@@ -10,7 +10,7 @@ import click
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline import make_loader
+from pipeline import dataset_class_names, make_loader
 from pipeline.spec import read_spec
 from shardkit import cli
 from shardkit.files import atomic_write
@@ -42,7 +42,8 @@ def main(shards, out, backend, count, seed):
     images, labels = next(iter(loader))
     x = images.numpy() * spec.std.reshape(1, 3, 1, 1) + spec.mean.reshape(1, 3, 1, 1)  # back to [0, 1]
     tiles = (np.clip(x, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
-    captions = [f"{int(y)} {spec.classes[int(y)]}" for y in labels]
+    names = dataset_class_names(shards)  # words from the devkit or Kaggle's mapping, when the manifest has them
+    captions = [f"{int(y)} {names[int(y)].split(',')[0] if names else spec.classes[int(y)]}" for y in labels]
     with atomic_write(out) as f:
         grid(tiles, captions).save(f, format="PNG")
     click.echo(f"preview: {len(tiles)} augmented train images ({backend}) -> {out}")

@@ -45,6 +45,9 @@ def resolve(src: str | None = None, *, splits: tuple[str, ...], train_archive: s
             val_archive: str | None = None, devkit: str | None = None, val_labels: str | None = None) -> Inputs:
     src_dir = Path(src) if src else None
     if src_dir is not None:
+        if src_dir.is_file() and src_dir.name.endswith((".tar", ".tar.gz")):
+            raise ConfigError(f"--src {src_dir}: a file; --src is a folder (a tree, or one holding the official "
+                              "archives); name an archive with --train-archive, --val-archive or --devkit")
         sources.check_src(src_dir)
     train_tar = _archive(train_archive, src_dir, "train", archives.TRAIN)
     val_tar = _archive(val_archive, src_dir, "val", archives.VAL) if "val" in splits else None
