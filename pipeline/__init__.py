@@ -39,7 +39,7 @@ def make_loader(shards: str | Path, split: str, batch_size: int, *, backend: str
                 device: str | torch.device = "cuda", rank: int = 0, world_size: int = 1, seed: int = 0,
                 augment: bool | None = None, ten_crop: bool = False, workers: int | None = None,
                 limit: int | None = None, pca: str | Path | None = None):
-    """A loader over `split` of a shards folder (DESIGN.md), yielding (images, labels) on `device`.
+    """A loader over `split` of a shards folder (docs/FORMAT.md), yielding (images, labels) on `device`.
 
     images: [B, 3, 224, 224] float32 normalized (or [B, 10, 3, 224, 224] with ten_crop, val only);
     labels: [B] int64. len(loader) = batches per epoch on this rank; iterating it runs one epoch, and the

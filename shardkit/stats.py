@@ -141,7 +141,7 @@ def sign_rule(vecs: np.ndarray) -> np.ndarray:
 
 
 def statistics(sums: Sums) -> dict:
-    """The DESIGN.md fields from exact sums (RGB order, [0, 1] scale)."""
+    """The docs/FORMAT.md fields from exact sums (RGB order, [0, 1] scale)."""
     m = sums.pixels
     if m == 0:
         raise DataError("no pixels: the train shards hold no images")
