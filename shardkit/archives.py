@@ -20,12 +20,14 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from functools import partial
 from typing import NamedTuple
 
 from tqdm import tqdm
 
 from shardkit import sources
 from shardkit.errors import DataError
+from shardkit.parallel import ordered_map
 
 TRAIN = "ILSVRC2012_img_train.tar"
 VAL = "ILSVRC2012_img_val.tar"
@@ -79,8 +81,48 @@ class _Window(io.RawIOBase):
         return data
 
 
+REGULAR, NO_DATA = (b"0", b"\0", b"7"), (b"1", b"2", b"3", b"4", b"5", b"6")  # tar type flags
+
+
 def scan(f, start: int, length: int) -> Scan:
     """Every regular member of the tar at [start, start + length) of `f`, from its headers alone."""
+    return _scan_plain(f.fileno(), start, length) or _scan_tarfile(f, start, length)
+
+
+def _scan_plain(fd: int, start: int, length: int) -> Scan | None:
+    """The fast path for plain ustar/GNU headers (ImageNet's): one 512-byte read per member, ~20x faster than
+    tarfile. None when a header needs tarfile (long names, PAX, base-256 sizes, a bad checksum)."""
+    members, pos = [], 0
+    while True:
+        block = os.pread(fd, BLOCK, start + pos) if pos + BLOCK <= length else b""
+        if len(block) < BLOCK:
+            return Scan(members, f"no end-of-archive marker after member {len(members)} (byte {pos} of {length})")
+        if block.count(0) == BLOCK:
+            return Scan(members, None)
+        kind, size_field = block[156:157], block[124:136]
+        if size_field[0] & 0x80 or not (kind in REGULAR or kind in NO_DATA):
+            return None
+        try:
+            checksum = int(block[148:156].replace(b"\0", b" ").strip() or b"0", 8)
+            size = int(size_field.replace(b"\0", b" ").strip() or b"0", 8)
+        except ValueError:
+            return None
+        if checksum != 256 + sum(block) - sum(block[148:156]):  # the checksum field counts as spaces
+            return None
+        name = block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        prefix = block[345:500].split(b"\0", 1)[0]
+        if prefix:  # ustar: names over 100 characters are split (tarfile reads it the same way)
+            name = prefix.decode("utf-8", "surrogateescape") + "/" + name
+        data = pos + BLOCK
+        regular = kind in REGULAR and not (kind == b"\0" and name.endswith("/"))  # old tars mark folders so
+        if regular:
+            if data + size > length:
+                return Scan(members, f"ends inside member {name} ({size} bytes at {data})", name)
+            members.append(Member(name, start + data, size))
+        pos = data + (-(-size // BLOCK) * BLOCK if regular else 0)
+
+
+def _scan_tarfile(f, start: int, length: int) -> Scan:
     view = _Window(f, start, length)
     members, cut, cut_member = [], None, None
     try:
@@ -134,22 +176,29 @@ def train_classes(path: Path) -> tuple[list[str], list[Member]]:
     return classes, [inner[c] for c in classes]
 
 
-def list_train(path: Path, classes: list[str], inner: list[Member]) -> sources.Listing:
-    """Index every inner tar (a progress bar per class) and list the train images as the tree would."""
+def _scan_member(path: str, m: Member) -> Scan:
+    with open(path, "rb") as f:
+        return scan(f, m.offset, m.size)
+
+
+def list_train(path: Path, classes: list[str], inner: list[Member], workers: int = 1) -> sources.Listing:
+    """Index every inner tar (in `workers` processes, a progress bar per class) and list the train images as
+    the tree would."""
     path = Path(path)
-    groups, damaged = [], []
-    with _open(path, "--train-archive") as f, \
-            tqdm(inner, unit="class", desc=f"indexing {path.name}", dynamic_ncols=True, leave=False, disable=None) as bar:
-        for m in bar:
+    groups, damaged, file = [], [], str(path)  # one string shared by every item's `where`
+    scans = ordered_map(partial(_scan_member, file), inner, workers, chunksize=4)
+    with tqdm(total=len(inner), unit="class", desc=f"indexing {path.name}", dynamic_ncols=True, leave=False,
+              disable=None) as bar:
+        for s, m in zip(scans, inner):  # scans first: zip then runs that generator to its end (pool closed)
+            bar.update()
             wnid = m.name.rsplit("/", 1)[-1][:-len(".tar")]
             shown = f"{path.name}/{m.name}"
-            s = scan(f, m.offset, m.size)
             if s.cut_member:  # the cut image is a bad file; whatever followed it is gone
                 damaged.append({"path": f"{shown}/{s.cut_member}",
                                 "reason": f"truncated: {shown} ends inside it; any images after it are missing"})
             elif s.cut:
                 damaged.append({"path": shown, "reason": f"truncated inner tar: {s.cut}; any later images are missing"})
-            files = [(x.name.rsplit("/", 1)[-1], f"{shown}/{x.name}", (str(path), x.offset, x.size))
+            files = [(x.name.rsplit("/", 1)[-1], f"{shown}/{x.name}", (file, x.offset, x.size))
                      for x in s.members]
             groups.append((wnid, shown, files))
     listing = sources.list_classes(groups, classes)
@@ -164,7 +213,8 @@ def list_val(path: Path, labels: dict[str, int], label_source: str) -> sources.L
         s = scan(f, 0, os.fstat(f.fileno()).st_size)
     if s.cut:
         raise _truncated(path, s.cut)
-    files = [(m.name.rsplit("/", 1)[-1], f"{path.name}/{m.name}", (str(path), m.offset, m.size)) for m in s.members]
+    file = str(path)
+    files = [(m.name.rsplit("/", 1)[-1], f"{path.name}/{m.name}", (file, m.offset, m.size)) for m in s.members]
     return sources.list_flat(files, labels, label_source)
 
 

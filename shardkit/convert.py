@@ -201,7 +201,8 @@ def convert(opts: Options) -> dict:
     out = Path(opts.out)
     check_out(out)
     found = inputs.resolve(opts.src, splits=opts.splits, train_archive=opts.train_archive,
-                           val_archive=opts.val_archive, devkit=opts.devkit, val_labels=opts.val_labels)
+                           val_archive=opts.val_archive, devkit=opts.devkit, val_labels=opts.val_labels,
+                           workers=opts.workers)
     classes, listings = found.classes, found.listings
     indexed = f"; archives indexed in {found.index_seconds:.1f} s" if found.archives else ""
     click.echo(f"make_shards: {', '.join(sorted(set(found.origins.values())))} -> {out}: {len(classes)} classes, "

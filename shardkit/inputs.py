@@ -42,7 +42,8 @@ def _archive(named: str | None, src: Path | None, split: str, official: str) -> 
 
 
 def resolve(src: str | None = None, *, splits: tuple[str, ...], train_archive: str | None = None,
-            val_archive: str | None = None, devkit: str | None = None, val_labels: str | None = None) -> Inputs:
+            val_archive: str | None = None, devkit: str | None = None, val_labels: str | None = None,
+            workers: int = 1) -> Inputs:
     src_dir = Path(src) if src else None
     if src_dir is not None:
         if src_dir.is_file() and src_dir.name.endswith((".tar", ".tar.gz")):
@@ -69,7 +70,7 @@ def resolve(src: str | None = None, *, splits: tuple[str, ...], train_archive: s
     for split in splits:
         t0 = time.perf_counter()
         if split == "train" and train_tar is not None:
-            listings[split] = archives.list_train(train_tar, classes, inner)
+            listings[split] = archives.list_train(train_tar, classes, inner, workers)
             origins[split] = str(train_tar)
             t_index += time.perf_counter() - t0
         elif split == "val" and val_tar is not None:

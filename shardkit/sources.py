@@ -54,7 +54,8 @@ def sample_key(filename: str) -> str:
 
 
 def is_image_name(name: str) -> bool:
-    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+    dot = name.rfind(".")  # Path(name).suffix, without building a Path (called once per image)
+    return not name.startswith(".") and 0 < dot < len(name) - 1 and name[dot:].lower() in IMAGE_SUFFIXES
 
 
 def check_src(src: Path) -> Path:

@@ -6,12 +6,14 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import convert
+from tests.conftest import REPO, convert
 from pipeline import dataset_class_names
 from shardkit import archives, convert as make_shards, devkit
 from shardkit.demo_archives import demo_val_wnids, pack_official
@@ -238,3 +240,43 @@ def test_src_given_an_archive_file(official, tmp_path):
     from shardkit.errors import ConfigError
     with pytest.raises(ConfigError, match="--train-archive"):
         convert(paths["train"], tmp_path / "o")
+
+
+def test_cli_from_archives(official, tmp_path):
+    root, info, words, paths = official
+    r = subprocess.run([sys.executable, "tools/make_shards.py", "--src", str(root / "download"), "--out",
+                        str(tmp_path / "o"), "--workers", "1", "--shard-size", "30"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    summary = next(line for line in r.stdout.splitlines() if line.startswith("done:"))
+    assert "archives indexed in" in summary and "4 skipped" in summary
+    cut = _cut(paths["val"], tmp_path / "cut" / archives.VAL, 3000)
+    r = subprocess.run([sys.executable, "tools/make_shards.py", "--train-archive", str(paths["train"]), "--val-archive",
+                        str(cut), "--devkit", str(paths["devkit"]), "--out", str(tmp_path / "o2")],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {cut}: truncated") and archives.MD5[archives.VAL] in r.stderr
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_fast_header_scan_agrees_with_tarfile(tmp_path, fmt):
+    path = tmp_path / "t.tar"
+    names = ["a.JPEG", "sub/b.JPEG", "d" * 60 + "/" + "x" * 60 + ".JPEG", "empty.JPEG"]
+    with tarfile.open(path, "w", format=fmt) as tar:
+        d = tarfile.TarInfo("sub")
+        d.type = tarfile.DIRTYPE
+        tar.addfile(d)
+        for i, name in enumerate(names):
+            data = bytes([i]) * (0 if name == "empty.JPEG" else 700 * (i + 1))
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with open(path, "rb") as f:
+        size = path.stat().st_size
+        slow = archives._scan_tarfile(f, 0, size)
+        fast = archives.scan(f, 0, size)
+        plain = archives._scan_plain(f.fileno(), 0, size)
+    assert fast == slow and [m.name for m in slow.members] == names and slow.cut is None
+    data = path.read_bytes()
+    for name, offset, size in slow.members:
+        assert data[offset:offset + size] == (bytes([names.index(name)]) * size)
+    # long names need a GNU or PAX extra header (the fast path hands those to tarfile); ustar splits the name
+    assert (plain is None) == (fmt != tarfile.USTAR_FORMAT)
