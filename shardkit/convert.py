@@ -7,6 +7,8 @@ being cut into shards of `shard_size`; val keeps sorted order. Worker processes 
 in order, so the bytes do not depend on `workers`. A shard is written under a temporary name and renamed
 when complete, with a state file under OUT/.make_shards/; a re-run keeps finished shards and does the rest.
 Files that cannot be decoded are skipped and listed in the manifest (fatal with `strict`).
+The source is an extracted tree (`src`) or the official archives, read in place (shardkit.inputs decides per
+split, shardkit.archives lists them; the shards are byte-identical either way).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from shardkit import imaging, sources
+from shardkit import archives, imaging, inputs, sources
 from shardkit.errors import ConfigError, DataError
 from shardkit.files import write_json
 from shardkit.format import MANIFEST, PackedSample, ShardWriter, index_path, pack_sample, read_json, shard_name
@@ -34,7 +36,7 @@ FORMAT_VERSION = 1  # bump when the bytes written for the same options change
 
 @dataclass(frozen=True)
 class Options:
-    src: str
+    src: str | None = None           # a tree, or a folder with the official archives
     out: str = "shards"
     splits: tuple[str, ...] = ("train", "val")
     size: int = 256
@@ -44,6 +46,9 @@ class Options:
     seed: int = 0
     val_labels: str | None = None
     strict: bool = False
+    train_archive: str | None = None  # ILSVRC2012_img_train.tar
+    val_archive: str | None = None    # ILSVRC2012_img_val.tar
+    devkit: str | None = None         # ILSVRC2012_devkit_t12.tar.gz or its folder
 
 
 @dataclass
@@ -76,11 +81,13 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)  # parallelism comes from the worker processes
 
 
-def convert_item(job: tuple[str, str, int], size: int, quality: int) -> tuple[PackedSample | None, str | None]:
-    """(path, key, label) -> (tar-packed sample, None) or (None, reason); runs in a worker process."""
-    path, key, label = job
+def convert_item(job: tuple[str | tuple[str, int, int], str, int], size: int,
+                 quality: int) -> tuple[PackedSample | None, str | None]:
+    """(path or (archive, offset, size), key, label) -> (tar-packed sample, None) or (None, reason); runs in a
+    worker process. An archive cut short since it was indexed raises (archives.TruncatedArchive)."""
+    where, key, label = job
     try:
-        data = Path(path).read_bytes()
+        data = archives.read_member(where) if isinstance(where, tuple) else Path(where).read_bytes()
     except OSError as e:
         return None, f"cannot read ({e.strerror or e})"
     try:
@@ -121,7 +128,7 @@ class ShardState:
 
 def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tuple[dict, int]:
     """Write every shard of one split that is not done yet; return its manifest entry and images converted."""
-    out, src = Path(opts.out), Path(opts.src)
+    out, src = Path(opts.out), Path(opts.src or ".")
     results: dict[int, dict] = {}
     pending = []
     for shard in shards:
@@ -136,7 +143,7 @@ def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tupl
     if results:
         click.echo(f"{split}: {len(results)} of {len(shards)} shards already done, kept")
     work = partial(convert_item, size=opts.size, quality=opts.quality)
-    jobs = ((str(src / it.path), it.key, it.label) for shard, _ in pending for it in shard.items)
+    jobs = ((it.where or str(src / it.path), it.key, it.label) for shard, _ in pending for it in shard.items)
     outputs = ordered_map(work, jobs, opts.workers, initializer=_worker_init)
     with progress(total, split, enabled=total > 0) as bar:
         for shard, fp in pending:
@@ -148,7 +155,7 @@ def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tupl
                     bar.update()
                     if packed is None:
                         if opts.strict:
-                            raise DataError(f"{src / item.path}: {reason} (--strict)")
+                            raise DataError(f"{item.path if item.where else src / item.path}: {reason} (--strict)")
                         skipped.append({"path": item.path, "reason": reason})  # listed once, in the summary
                         continue
                     writer.add_packed(packed)
@@ -190,38 +197,37 @@ def convert(opts: Options) -> dict:
     if opts.workers is None:
         opts = replace(opts, workers=default_workers())
     t0 = time.perf_counter()
-    src, out = Path(opts.src), Path(opts.out)
+    out = Path(opts.out)
     check_out(out)
-    sources.check_src(src)
-    classes = sources.train_classes(src)
-    listings = {}
-    for split in opts.splits:
-        if split == "train":
-            listings[split] = sources.list_train(src, classes)
-        else:
-            listings[split] = sources.list_val(src, classes, opts.val_labels and Path(opts.val_labels))
-    click.echo(f"make_shards: {src} -> {out}: {len(classes)} classes, "
+    found = inputs.resolve(opts.src, splits=opts.splits, train_archive=opts.train_archive,
+                           val_archive=opts.val_archive, devkit=opts.devkit, val_labels=opts.val_labels,
+                           workers=opts.workers)
+    classes, listings = found.classes, found.listings
+    indexed = f"; archives indexed in {found.index_seconds:.1f} s" if found.archives else ""
+    click.echo(f"make_shards: {', '.join(sorted(set(found.origins.values())))} -> {out}: {len(classes)} classes, "
                + ", ".join(f"{s} {len(l.items)} images" for s, l in listings.items())
-               + f"; {opts.workers} workers")
+               + f"; {opts.workers} workers{indexed}")
 
     previous = _previous(out, classes)
     manifest = {"format": FORMAT_VERSION, "size": opts.size, "quality": opts.quality, "classes": classes,
                 "splits": dict(previous.get("splits", {})), "created_by": "tools/make_shards.py"}
     if "conversion" in previous:
         manifest["conversion"] = previous["conversion"]
+    if found.class_names or "class_names" in previous:  # words of each class, for tools that show classes
+        manifest["class_names"] = found.class_names or previous["class_names"]
     state = ShardState(out)
     converted, removed = {}, 0
     for split, listing in listings.items():
         if opts.strict and listing.skipped:
             s = listing.skipped[0]
-            raise DataError(f"{src / s['path']}: {s['reason']} (--strict)")
+            raise DataError(f"{_shown(opts, s['path'])}: {s['reason']} (--strict)")
         shards = plan_shards(split, listing.items, opts.shard_size, opts.seed)
         entry, converted[split] = convert_split(shards, opts, state)
         if not entry["samples"]:
-            raise _no_images(src, split, listing, entry)
+            raise _no_images(found.origins[split], split, listing, entry)
         entry["skipped"] = listing.skipped + entry["skipped"]
         entry.update({"ignored_files": listing.ignored, "seed": opts.seed if split == "train" else None,
-                      "shard_size": opts.shard_size, "source": str(src)})
+                      "shard_size": opts.shard_size, "source": found.origins[split]})
         manifest["splits"][split] = entry
         write_json(out / MANIFEST, manifest)  # after each split, so a later failure keeps this one
         removed += remove_stale(out, split, entry["shards"], [s.name for s in shards])
@@ -231,7 +237,8 @@ def convert(opts: Options) -> dict:
     n_converted = sum(converted.values())
     if n_converted:  # how the last conversion went (a re-run that converted nothing keeps the old record)
         manifest["conversion"] = {"images": n_converted, "seconds": round(dt, 3),
-                                  "images_per_s": round(n_converted / dt, 1), "workers": opts.workers}
+                                  "images_per_s": round(n_converted / dt, 1), "workers": opts.workers,
+                                  "index_seconds": round(found.index_seconds, 3)}
         write_json(out / MANIFEST, manifest)
     images = sum(e["samples"] for e in entries)
     per_split = ", ".join(f"{s} {e['samples']}" for s, e in zip(listings, entries))
@@ -240,7 +247,7 @@ def convert(opts: Options) -> dict:
     megabytes = sum(e["bytes"] for e in entries) / 1e6
     click.echo(f"done: {images} images ({per_split}) in {n_shards} shards, {n_skipped} skipped, {megabytes:.1f} MB, "
                f"{dt:.1f} s, {n_converted / dt:.0f} images/s ({n_converted} converted this run"
-               + (f", {removed} shards of an earlier run not in the manifest removed)" if removed else ")"))
+               + (f", {removed} shards of an earlier run not in the manifest removed)" if removed else ")") + indexed)
     for split, e in zip(listings, entries):
         for s in e["skipped"][:20]:
             click.echo(f"  skipped {s['path']}: {s['reason']}")
@@ -249,8 +256,9 @@ def convert(opts: Options) -> dict:
     return manifest
 
 
-def _no_images(src: Path, split: str, listing: sources.Listing, entry: dict) -> DataError:
-    folder = sources.split_dir(src, split) or src
+def _no_images(origin: str, split: str, listing: sources.Listing, entry: dict) -> DataError:
+    """Name the split's own folder for a tree (SRC/train, ...), the archive for an archive."""
+    folder = (sources.split_dir(Path(origin), split) if Path(origin).is_dir() else None) or origin
     found = f"{len(listing.items)} image files, all unreadable" if listing.items else "no image files"
     return DataError(f"{folder}: no convertible image in the {split} split ({found}, {listing.ignored} other files, "
                      f"{len(entry['skipped'])} skipped); put JPEG/PNG images in its class folders, or leave the split "
@@ -270,6 +278,11 @@ def remove_stale(out: Path, split: str, listed: list[str], planned: list[str]) -
         if state.stem not in planned:
             state.unlink()
     return removed
+
+
+def _shown(opts: Options, path: str) -> str:
+    """A listed path as the user finds it: archive paths as they are, tree paths under SRC."""
+    return str(Path(opts.src) / path) if opts.src and (Path(opts.src) / path).exists() else path
 
 
 def _previous(out: Path, classes: list[str]) -> dict:

@@ -4,7 +4,11 @@ train: SRC/train/<wnid>/*.JPEG, or Kaggle's SRC/ILSVRC/Data/CLS-LOC/train/<wnid>
 val:   SRC/val/<wnid>/*.JPEG (class folders), or flat SRC/val/*.JPEG labelled by
        - Kaggle's LOC_val_solution.csv (ImageId,PredictionString; label = first token), found in SRC,
        - or a text file `filename wnid` (or Caffe's `filename index`, index into the sorted wnids),
-       given with --val-labels.
+       given with --val-labels,
+       - or the devkit's ILSVRC2012_validation_ground_truth.txt, read through the devkit's meta.mat (--devkit,
+         or meta.mat beside the file).
+The official archives (shardkit.archives) list through the same functions (list_classes, list_flat), so both
+give the same keys, labels and order.
 Label index = position of the wnid in the sorted list of train wnids. Listing is sorted, so the result does
 not depend on the file system's order.
 """
@@ -15,6 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from shardkit import devkit as devkit_files
+from shardkit.devkit import Devkit
 from shardkit.errors import DataError
 
 WNID = re.compile(r"^n\d{8}$")
@@ -32,6 +38,7 @@ class Item:
     path: str   # relative to SRC, with forward slashes
     label: int
     key: str    # sample key in the shards: the file stem, dots replaced
+    where: tuple[str, int, int] | None = None  # (archive file, offset, size) when the bytes are in an archive
 
 
 @dataclass
@@ -47,7 +54,8 @@ def sample_key(filename: str) -> str:
 
 
 def is_image_name(name: str) -> bool:
-    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+    dot = name.rfind(".")  # Path(name).suffix, without building a Path (called once per image)
+    return not name.startswith(".") and 0 < dot < len(name) - 1 and name[dot:].lower() in IMAGE_SUFFIXES
 
 
 def check_src(src: Path) -> Path:
@@ -88,29 +96,54 @@ def train_classes(src: Path) -> list[str]:
     return classes
 
 
-def _add(items: list[Item], seen: dict[str, str], skipped: list[dict], rel: str, label: int) -> None:
+def _add(items: list[Item], seen: dict[str, str], skipped: list[dict], rel: str, label: int,
+         where: tuple[str, int, int] | None = None) -> None:
     key = sample_key(rel.rsplit("/", 1)[-1])
     if key in seen:
         skipped.append({"path": rel, "reason": f"duplicate key {key!r} (also {seen[key]})"})
         return
     seen[key] = rel
-    items.append(Item(rel, label, key))
+    items.append(Item(rel, label, key, where))
+
+
+# A file as the listing sees it: (file name, path shown and recorded, where its bytes are if in an archive)
+File = tuple[str, str, "tuple[str, int, int] | None"]
+
+
+def list_classes(groups: list[tuple[str, str, list[File]]], classes: list[str]) -> Listing:
+    """Items of class-grouped files, groups = [(wnid, where the group is, files)]: classes in wnid order,
+    files in name order, so the listing does not depend on the order of the file system or the archive."""
+    index = {wnid: i for i, wnid in enumerate(classes)}
+    items, skipped, seen, ignored = [], [], {}, 0
+    for wnid, shown, files in sorted(groups, key=lambda g: g[0]):
+        if wnid not in index:
+            raise SourceError(f"{shown}: class {wnid} is not one of the {len(classes)} train classes")
+        for name, rel, where in sorted(files, key=lambda f: f[0]):
+            if not is_image_name(name):
+                ignored += 1
+                continue
+            _add(items, seen, skipped, rel, index[wnid], where)
+    return Listing(items, skipped, ignored)
+
+
+def list_flat(files: list[File], labels: dict[str, int], label_source: str) -> Listing:
+    """Items of a flat folder of images labelled by {key: label}, in name order."""
+    files = sorted(files, key=lambda f: f[0])
+    images = [f for f in files if is_image_name(f[0])]
+    items, skipped, seen = [], [], {}
+    for name, rel, where in images:
+        label = labels.get(sample_key(name))
+        if label is None:
+            skipped.append({"path": rel, "reason": f"no label in {label_source}"})
+        else:
+            _add(items, seen, skipped, rel, label, where)
+    return Listing(items, skipped, len(files) - len(images))
 
 
 def _list_class_folders(src: Path, d: Path, classes: list[str]) -> Listing:
-    index = {wnid: i for i, wnid in enumerate(classes)}
-    items, skipped, seen, ignored = [], [], {}, 0
-    for cdir in _class_dirs(d):
-        if cdir.name not in index:
-            raise SourceError(f"{cdir}: class {cdir.name} is not one of the {len(classes)} train classes")
-        for f in sorted(cdir.iterdir()):
-            if not f.is_file():
-                continue
-            if not is_image_name(f.name):
-                ignored += 1
-                continue
-            _add(items, seen, skipped, f.relative_to(src).as_posix(), index[cdir.name])
-    return Listing(items, skipped, ignored)
+    groups = [(cdir.name, str(cdir), [(f.name, f.relative_to(src).as_posix(), None)
+                                      for f in cdir.iterdir() if f.is_file()]) for cdir in _class_dirs(d)]
+    return list_classes(groups, classes)
 
 
 def list_train(src: Path, classes: list[str]) -> Listing:
@@ -118,7 +151,7 @@ def list_train(src: Path, classes: list[str]) -> Listing:
     return _list_class_folders(src, d, classes)
 
 
-def list_val(src: Path, classes: list[str], val_labels: Path | None = None) -> Listing:
+def list_val(src: Path, classes: list[str], val_labels: Path | None = None, devkit: Devkit | None = None) -> Listing:
     d = split_dir(src, "val")
     if d is None:
         raise SourceError(f"no val folder: looked for {_looked_for(src, 'val')}")
@@ -128,19 +161,36 @@ def list_val(src: Path, classes: list[str], val_labels: Path | None = None) -> L
     images = [f for f in files if is_image_name(f.name)]
     if not images:
         raise SourceError(f"{d}: no class folders and no images")
-    label_file = Path(val_labels) if val_labels else _find_val_labels(src, d)
-    labels = read_val_labels(label_file, classes)
-    items, skipped, seen = [], [], {}
-    for f in images:
-        rel = f.relative_to(src).as_posix()
-        label = labels.get(sample_key(f.name))
-        if label is None:
-            skipped.append({"path": rel, "reason": f"no label in {label_file.name}"})
-        else:
-            _add(items, seen, skipped, rel, label)
-    if not items:
+    labels, label_file = val_labels_of(src, d, classes, val_labels, devkit)
+    listing = list_flat([(f.name, f.relative_to(src).as_posix(), None) for f in files], labels, Path(label_file).name)
+    if not listing.items:
         raise SourceError(f"{label_file}: labels none of the {len(images)} images in {d} (wrong labels file?)")
-    return Listing(items, skipped, len(files) - len(images))
+    return listing
+
+
+def val_labels_of(src: Path | None, val_dir: Path | None, classes: list[str], val_labels: Path | None,
+                  devkit: Devkit | None) -> tuple[dict[str, int], str]:
+    """({key: label}, where they come from) for a flat val split: --val-labels, else the devkit's ground
+    truth, else a labels file found in SRC."""
+    if val_labels:
+        return read_val_labels(Path(val_labels), classes, devkit), str(val_labels)
+    if devkit is not None and devkit.ground_truth is not None:
+        return wnid_labels(devkit.val_wnids(), classes, devkit.source), devkit.source
+    if src is None or val_dir is None:
+        raise SourceError("the val images need labels: give the devkit (--devkit ILSVRC2012_devkit_t12.tar.gz, or "
+                          "put it beside the archives) or --val-labels FILE (LOC_val_solution.csv or 'filename wnid')")
+    label_file = _find_val_labels(src, val_dir)
+    return read_val_labels(label_file, classes), str(label_file)
+
+
+def wnid_labels(names: dict[str, str], classes: list[str], source: str) -> dict[str, int]:
+    """{file name: wnid} -> {key: sorted-wnid label}."""
+    index = {wnid: i for i, wnid in enumerate(classes)}
+    missing = sorted({w for w in names.values() if w not in index})
+    if missing:
+        raise SourceError(f"{source}: val class {missing[0]} is not one of the {len(classes)} train classes "
+                          f"({len(missing)} such); do the train and val sources belong together?")
+    return {sample_key(name): index[w] for name, w in names.items()}
 
 
 def _find_val_labels(src: Path, val_dir: Path) -> Path:
@@ -154,8 +204,9 @@ def _find_val_labels(src: Path, val_dir: Path) -> Path:
         + "; pass --val-labels FILE (LOC_val_solution.csv, or lines of 'filename wnid')")
 
 
-def read_val_labels(path: Path, classes: list[str]) -> dict[str, int]:
-    """{key: label} from LOC_val_solution.csv or a 'filename wnid' / 'filename index' text file."""
+def read_val_labels(path: Path, classes: list[str], devkit: Devkit | None = None) -> dict[str, int]:
+    """{key: label} from LOC_val_solution.csv, a 'filename wnid' / 'filename index' text file, or the devkit's
+    ground truth (with meta.mat from `devkit` or beside the file)."""
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"--val-labels {path}: no such file")
@@ -169,10 +220,7 @@ def read_val_labels(path: Path, classes: list[str]) -> dict[str, int]:
     else:
         lines = [ln.split() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
         if lines and all(len(ln) == 1 and ln[0].isdigit() for ln in lines):
-            raise SourceError(
-                f"{path}: one number per line looks like the devkit's ILSVRC2012_validation_ground_truth.txt, "
-                "whose IDs (1..1000) are not sorted-wnid indices and need the devkit's meta.mat to map; "
-                "use Kaggle's LOC_val_solution.csv or a 'filename wnid' file instead")
+            return _ground_truth_labels(path, text, classes, devkit)
         bad = [ln for ln in lines if len(ln) < 2]
         if bad:
             raise SourceError(f"{path}: expected 'filename wnid' on every line, got {' '.join(bad[0])!r}")
@@ -191,3 +239,28 @@ def read_val_labels(path: Path, classes: list[str]) -> dict[str, int]:
     if not labels:
         raise SourceError(f"{path}: no labels in the file")
     return labels
+
+
+def _ground_truth_labels(path: Path, text: str, classes: list[str], devkit: Devkit | None) -> dict[str, int]:
+    """The devkit's ground truth: line i is the ILSVRC2012_ID of ILSVRC2012_val_{i:08d}; meta.mat maps IDs."""
+    if devkit is None and (path.parent / devkit_files.META).is_file():
+        devkit = devkit_files.load(path.parent)
+    if devkit is None:
+        raise SourceError(
+            f"{path}: one number per line looks like the devkit's ILSVRC2012_validation_ground_truth.txt, "
+            "whose IDs (1..1000) are not sorted-wnid indices and need the devkit's meta.mat to map: put meta.mat "
+            "beside it or pass --devkit (ILSVRC2012_devkit_t12.tar.gz or its folder); or use Kaggle's "
+            "LOC_val_solution.csv or a 'filename wnid' file instead")
+    ids = devkit_files.read_ground_truth(text, str(path))
+    kit = Devkit(devkit.source, devkit.wnids, devkit.words, ids)
+    return wnid_labels(kit.val_wnids(), classes, str(path))
+
+
+def read_synset_mapping(path: Path) -> dict[str, str]:
+    """Kaggle's LOC_synset_mapping.txt: 'n01440764 tench, Tinca tinca' per line -> {wnid: words}."""
+    words = {}
+    for line in Path(path).read_text(errors="replace").splitlines():
+        wnid, _, text = line.strip().partition(" ")
+        if WNID.match(wnid):
+            words[wnid] = text.strip()
+    return words

@@ -30,7 +30,7 @@ def invoke(command, args: list[str]):
 
 def convert(src: Path, out: Path, **kw) -> dict:
     """make_shards.run with test-friendly defaults; returns the manifest."""
-    opts = dict(src=str(src), out=str(out), shard_size=25, workers=1)
+    opts = dict(src=src and str(src), out=str(out), shard_size=25, workers=1)
     opts.update(kw)
     return make_shards.convert(make_shards.Options(**opts))
 

@@ -3,12 +3,15 @@
     python tools/bench_shards.py                        # 1200 generated photo-like JPEGs, ~500x375
     python tools/bench_shards.py --images 2000 --workers 1,2 --json bench_shards.json
     python tools/bench_shards.py --src /data/ILSVRC2012  # your own tree (train split only)
+    python tools/bench_shards.py --archive               # also from the official archive packed from the tree
 
 The naive converter is what one writes first: one process, Pillow full decode, `resize` (Pillow's default
 filter, bicubic) of the shorter side to 256, centre `crop`, `save` as JPEG at the same quality, written with
 webdataset's TarWriter. make_shards runs as the CLI does, with each --workers value, into fresh folders. The
 sources are read once before timing, so every contender starts from a warm page cache. Prints images/s of each
-and their ratios, as a table and as JSON.
+and their ratios, as a table and as JSON. With --archive the same images are also packed into an
+ILSVRC2012_img_train.tar (a tar of per-class tars, shardkit.demo_archives) and make_shards converts that too,
+indexing included in its time; "vs tree" is its rate over the tree's at the same worker count.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from PIL import Image
 
 from shardkit import cli, sources
 from shardkit.convert import Options, convert
+from shardkit.demo_archives import pack_official
 from shardkit.demo_data import make_sources
 from shardkit.files import write_json
 from shardkit.timing import best_times
@@ -63,8 +67,9 @@ def _timed(fn) -> float:
 @click.option("--quality", default=90, show_default=True)
 @click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(1))
 @click.option("--repeat", default=3, show_default=True, type=click.IntRange(1), help="Rounds; each contender's best counts.")
+@click.option("--archive", is_flag=True, help="Also convert the same images from the official archive layout.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results here.")
-def main(src, images, workers, quality, shard_size, repeat, json_path):
+def main(src, images, workers, quality, shard_size, repeat, archive, json_path):
     """Conversion speed: make_shards vs a naive Pillow converter."""
     tmp = Path(tempfile.mkdtemp(prefix="bench_shards_"))
     try:
@@ -81,25 +86,38 @@ def main(src, images, workers, quality, shard_size, repeat, json_path):
             shutil.rmtree(tmp / "naive", ignore_errors=True)
             naive_convert(src, tmp / "naive", 256, quality)
 
-        def shards(w):
-            out = tmp / f"w{w}"
+        def shards(w, source=src):
+            out = tmp / f"w{w}-{Path(source).name}"
             shutil.rmtree(out, ignore_errors=True)
-            convert(Options(src=str(src), out=str(out), splits=("train",), quality=quality, shard_size=shard_size,
+            convert(Options(src=str(source), out=str(out), splits=("train",), quality=quality, shard_size=shard_size,
                             workers=w))
 
+        counts = [int(x) for x in workers.split(",")]
         contenders = [("naive (Pillow, 1 process)", 1, naive)]
-        contenders += [("make_shards", w, partial(shards, w)) for w in [int(x) for x in workers.split(",")]]
+        contenders += [("make_shards", w, partial(shards, w)) for w in counts]
+        if archive:
+            packed = tmp / "download"
+            t = _timed(lambda: pack_official(src, packed, {}))
+            size = sum(p.stat().st_size for p in packed.iterdir())
+            (packed / "ILSVRC2012_img_train.tar").read_bytes()  # warm, as the tree was
+            click.echo(f"packed the tree into {packed.name}/ILSVRC2012_img_train.tar ({size / 1e6:.0f} MB) in {t:.1f} s")
+            contenders += [("make_shards from archive", w, partial(shards, w, packed)) for w in counts]
         best = best_times([fn for *_, fn in contenders], repeat)
         results = [{"converter": name, "workers": w, "images_per_s": n / t}
                    for (name, w, _), t in zip(contenders, best)]
         base = results[0]["images_per_s"]
         one = next((r["images_per_s"] for r in results if r["converter"] == "make_shards" and r["workers"] == 1), None)
-        click.echo("\n| converter | workers | images/s | vs naive | vs make_shards 1 worker |\n|---|---|---|---|---|")
+        tree = {r["workers"]: r["images_per_s"] for r in results if r["converter"] == "make_shards"}
+        click.echo("\n| converter | workers | images/s | vs naive | vs make_shards 1 worker | vs tree |\n"
+                   "|---|---|---|---|---|---|")
         for r in results:
             r["vs_naive"] = r["images_per_s"] / base
             r["vs_one_worker"] = r["images_per_s"] / one if one and r["converter"] == "make_shards" else None
+            r["vs_tree"] = r["images_per_s"] / tree[r["workers"]] if "archive" in r["converter"] else None
             scale = f"{r['vs_one_worker']:.2f}x" if r["vs_one_worker"] else "-"
-            click.echo(f"| {r['converter']} | {r['workers']} | {r['images_per_s']:.0f} | {r['vs_naive']:.2f}x | {scale} |")
+            vs_tree = f"{r['vs_tree']:.2f}x" if r["vs_tree"] else "-"
+            click.echo(f"| {r['converter']} | {r['workers']} | {r['images_per_s']:.0f} | {r['vs_naive']:.2f}x | {scale} "
+                       f"| {vs_tree} |")
         if json_path:
             write_json(json_path, {"images": n, "results": results})
         click.echo(f"bench_shards: {n} images, {len(results)} converters, best of {repeat} runs each")

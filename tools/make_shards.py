@@ -1,6 +1,8 @@
 """ImageNet tree -> 256x256 WebDataset shards + DALI index files + manifest.json (docs/FORMAT.md, "Shards").
 
-    python tools/make_shards.py --src /data/ILSVRC2012 --out shards/
+    python tools/make_shards.py --src /data/ILSVRC2012 --out shards/     # a tree, or the three official files
+    python tools/make_shards.py --train-archive ILSVRC2012_img_train.tar --val-archive ILSVRC2012_img_val.tar \
+        --devkit ILSVRC2012_devkit_t12.tar.gz --out shards/
     python tools/make_shards.py --src demo/imagenet --out shards/ --splits train,val --shard-size 200
 
 A thin command over shardkit.convert (how the conversion works is described there). Re-running keeps
@@ -22,7 +24,13 @@ default = partial(cli.default, Options)
 
 
 @click.command(context_settings=cli.CONTEXT)
-@click.option("--src", required=True, type=click.Path(path_type=Path), help="ImageNet tree (train/, val/ or ILSVRC/Data/CLS-LOC/).")
+@click.option("--src", type=click.Path(path_type=Path),
+              help="ImageNet tree (train/, val/ or ILSVRC/Data/CLS-LOC/), or a folder with the official "
+                   "ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz.")
+@click.option("--train-archive", type=click.Path(path_type=Path), help="ILSVRC2012_img_train.tar, read in place.")
+@click.option("--val-archive", type=click.Path(path_type=Path), help="ILSVRC2012_img_val.tar, read in place.")
+@click.option("--devkit", type=click.Path(path_type=Path),
+              help="ILSVRC2012_devkit_t12.tar.gz or its extracted folder: val labels (meta.mat + ground truth) and class names.")
 @click.option("--out", default=default("out"), show_default=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--splits", default=",".join(default("splits")), show_default=True, help="Comma-separated: train, val.")
 @click.option("--size", default=default("size"), show_default=True, type=click.IntRange(16, 4096), help="Output side in pixels.")
@@ -32,9 +40,11 @@ default = partial(cli.default, Options)
 @click.option("--seed", default=default("seed"), show_default=True, help="Seed of the global train shuffle.")
 @click.option("--val-labels", type=click.Path(path_type=Path), help="Labels of a flat val folder (LOC_val_solution.csv or 'filename wnid').")
 @click.option("--strict", is_flag=True, help="Stop at the first file that cannot be decoded.")
-def main(src, out, splits, size, quality, shard_size, workers, seed, val_labels, strict):
-    """Convert an ImageNet tree to 256x256 WebDataset shards (see docs/FORMAT.md)."""
-    opts = Options(src=str(src), out=str(out), splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
+def main(src, train_archive, val_archive, devkit, out, splits, size, quality, shard_size, workers, seed, val_labels,
+         strict):
+    """Convert ImageNet (a tree or the official archives) to 256x256 WebDataset shards (see docs/FORMAT.md)."""
+    opts = Options(src=src and str(src), train_archive=train_archive and str(train_archive),
+                   val_archive=val_archive and str(val_archive), devkit=devkit and str(devkit), out=str(out), splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
                    size=size, quality=quality, shard_size=shard_size, workers=workers, seed=seed,
                    val_labels=val_labels and str(val_labels), strict=strict)
     click.echo("options: " + json.dumps(asdict(opts)))
