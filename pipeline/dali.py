@@ -19,6 +19,7 @@ from nvidia.dali.plugin.pytorch import feed_ndarray
 from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, TEN_CROP_ANCHORS, ShardSpec, epoch_plan
 from shardkit.errors import DataError
 from shardkit.format import index_path
+from shardkit.verify import VERIFY_CMD, bad_sample_error, find_bad_sample
 
 LABEL_BYTES = 8                      # widest .cls member accepted (8 decimal digits)
 HW_DECODER_LOAD = 0.65               # share of images sent to the hardware JPEG decoder (A100/H100 have one)
@@ -136,8 +137,7 @@ class DaliLoader:
             try:
                 images, raw = self._pipe.run()
             except RuntimeError as e:
-                raise DataError(f"DALI failed reading {self.spec.shards_dir} ({self.spec.split}): "
-                                f"{_first_line(e)}") from None
+                raise self._run_error(e) from None
             n = self.last if self.batch == self.batches - 1 else self.batch_size
             dense = images.as_tensor()
             if stream is None:  # CPU: a view of DALI's buffer, kept alive by the tensor (dynamic executor)
@@ -151,6 +151,17 @@ class DaliLoader:
             self.batch += 1
             yield out[:n], labels[:n].to(self.device, non_blocking=True)
         self.epoch, self.batch = self.epoch + 1, 0
+
+
+    def _run_error(self, e: RuntimeError) -> DataError:
+        """DALI names neither the shard nor the sample that failed: look for a sample that does not decode
+        in this split's shards (those whose checksum changed first) and name it."""
+        self._pipe = None  # a pipeline that raised is not reused
+        bad = find_bad_sample(list(self.spec.tars), size=self.spec.size, classes=len(self.spec.classes))
+        if bad is not None:
+            return bad_sample_error(*bad)
+        return DataError(f"DALI failed reading {self.spec.shards_dir} ({self.spec.split}): {_first_line(e)}; "
+                         f"check the shards with: {VERIFY_CMD.format(dir=self.spec.shards_dir)}")
 
 
 def _first_line(e: Exception) -> str:

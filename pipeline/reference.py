@@ -27,24 +27,25 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pipeline.augment import lighting_offset, normalize, ten_crop
 from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, ShardSpec, epoch_plan
 from shardkit.errors import DataError
+from shardkit.verify import bad_sample_error
 
 
-def _read_tar(tar) -> list[tuple[str, bytes, int]]:
-    """All (key, jpg bytes, label) of one shard, with webdataset's tar iterator."""
+def _read_tar(tar) -> list[tuple[str, bytes, int, str]]:
+    """All (key, jpg bytes, label, shard path) of one shard, with webdataset's tar iterator."""
     out = []
     for sample in wds.tariterators.tarfile_samples([{"url": str(tar)}]):
         try:
-            out.append((sample["__key__"], sample["jpg"], int(sample["cls"])))
+            out.append((sample["__key__"], sample["jpg"], int(sample["cls"]), str(tar)))
         except (KeyError, ValueError) as e:
             raise DataError(f"{tar}: sample {sample.get('__key__')}: bad .jpg/.cls ({e!r})") from None
     return out
 
 
-def _decode(jpg: bytes, key: str) -> np.ndarray:
+def _decode(jpg: bytes, key: str, tar: str) -> np.ndarray:
     try:
         return np.asarray(Image.open(io.BytesIO(jpg)).convert("RGB"))
-    except Exception as e:
-        raise DataError(f"sample {key}: .jpg does not decode ({type(e).__name__}: {e})") from None
+    except Exception as e:  # Pillow raises many types for bad bytes; all mean the same here
+        raise bad_sample_error(tar, key, f".jpg does not decode ({type(e).__name__}: {e})") from None
 
 
 def _chw(arr: np.ndarray) -> torch.Tensor:
@@ -131,8 +132,8 @@ class _ShardStream(IterableDataset):
         flip = rng.random(n) < 0.5
         alpha = torch.from_numpy(rng.normal(0.0, ALPHA_STD, size=(n, 3)).astype(np.float32))
         images = torch.empty((n, 3, CROP, CROP), dtype=torch.uint8)
-        for i, (key, jpg, _) in enumerate(batch):
-            img = _decode(jpg, key)
+        for i, (key, jpg, _, tar) in enumerate(batch):
+            img = _decode(jpg, key, tar)
             if self.augment:
                 x, y = xy[i]
                 img = img[y:y + CROP, x:x + CROP]
@@ -141,13 +142,24 @@ class _ShardStream(IterableDataset):
             else:
                 img = _centre(img)
             images[i] = _chw(img)
-        labels = torch.tensor([lab for _, _, lab in batch], dtype=torch.int64)
+        labels = torch.tensor([lab for _, _, lab, _ in batch], dtype=torch.int64)
         return images, labels, (alpha if self.augment else None)
 
     def _val_batch(self, batch):
-        images = torch.stack([_chw(_decode(jpg, key)) for key, jpg, _ in batch])
-        labels = torch.tensor([lab for _, _, lab in batch], dtype=torch.int64)
+        images = torch.stack([_chw(_decode(jpg, key, tar)) for key, jpg, _, tar in batch])
+        labels = torch.tensor([lab for _, _, lab, _ in batch], dtype=torch.int64)
         return images, labels, None
+
+
+def _worker_errors(loader):
+    """Iterate `loader`, re-raising a worker's DataError with its own message (DataLoader prefixes the worker's
+    whole traceback, which would bury the line that names the shard and the sample)."""
+    try:
+        yield from loader
+    except DataError as e:
+        lines = str(e).splitlines()
+        tail = [ln.split("DataError: ", 1)[1] for ln in lines if "DataError: " in ln]
+        raise DataError(tail[-1] if tail else str(e)) from None
 
 
 class ReferenceLoader:
@@ -183,7 +195,7 @@ class ReferenceLoader:
                             prefetch_factor=4 if workers else None,
                             multiprocessing_context=_worker_context() if workers else None,
                             generator=torch.Generator())  # leave the global RNG (dropout's) untouched
-        for images, labels, alpha in loader:
+        for images, labels, alpha in _worker_errors(loader):
             images = images.to(self.device, non_blocking=True)
             offset = None if alpha is None else lighting_offset(alpha.to(self.device), self.eigval, self.eigvec)
             if not self.train:
