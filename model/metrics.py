@@ -5,7 +5,7 @@ import json
 import time
 from pathlib import Path
 
-from shardkit.files import atomic_write
+from shardkit.files import atomic_write, full_disk_as_error
 
 
 class RunLog:
@@ -20,8 +20,16 @@ class RunLog:
         if not self.enabled:
             return
         record = {"kind": kind, "time": round(time.time() - self.t0, 3), **values}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        line = (json.dumps(record) + "\n").encode()
+        with full_disk_as_error(self.path.parent, len(line), doing=f"appending to {self.path.name}"), \
+                open(self.path, "ab") as f:
+            end = f.tell()
+            try:
+                f.write(line)
+                f.flush()
+            except OSError:
+                f.truncate(end)  # no half line: metrics.jsonl stays one JSON object per line
+                raise
         self.echo(f"[{kind}] " + " ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
 
 

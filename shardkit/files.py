@@ -60,6 +60,8 @@ def remove_stale_partials(folder: Path) -> int:
 
 
 def _mb(n: float) -> str:
+    if n < 1e6:
+        return f"{n / 1e3:,.1f} kB"
     return f"{n / 1e6:,.1f} MB" if n < 1e9 else f"{n / 1e9:,.2f} GB"
 
 
