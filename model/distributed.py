@@ -2,6 +2,9 @@
 
     with distributed(device="cuda") as dist:   # also works as a single plain process
         ... dist.rank, dist.world_size, dist.device ...
+
+When another rank dies (killed, out of memory), gloo fails this rank's next collective at once ("Connection
+reset/closed by peer"); distributed() turns that into RankLost, one line that says so and how to go on.
 """
 from __future__ import annotations
 
@@ -13,6 +16,13 @@ import torch
 import torch.distributed as td
 
 from shardkit.errors import ConfigError
+
+
+PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused")
+
+
+class RankLost(RuntimeError):
+    """Another process of the run stopped; this one cannot go on alone."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,12 @@ def distributed(device: str = "cuda"):
                               device_id=dev if dev.type == "cuda" else None)
     try:
         yield Dist(rank, local, world, dev)
+    except RuntimeError as e:
+        if world > 1 and any(s in str(e) for s in PEER_GONE):
+            raise RankLost(f"rank {rank} of {world}: another rank stopped (its connection closed: "
+                           f"{str(e).splitlines()[0][:160]}); the run stops here: look at the other ranks' output "
+                           "for why, then continue from the last checkpoint with --resume") from None
+        raise
     finally:
         if world > 1 and td.is_initialized():
             td.destroy_process_group()

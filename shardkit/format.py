@@ -193,6 +193,10 @@ def split_shards(shards_dir: Path, split: str, manifest: dict | None = None) -> 
         raise DataError(f"{shards_dir / MANIFEST}: no {split!r} shards (splits present: {have}); "
                         f"make them with: python tools/make_shards.py --splits {split} --out {shards_dir}")
     paths = [shards_dir / name for name in entry["shards"]]
+    twice = sorted({name for name in entry["shards"] if entry["shards"].count(name) > 1})
+    if twice:  # its samples would be read twice an epoch
+        raise DataError(f"{shards_dir / MANIFEST}: lists {', '.join(twice)} more than once in {split!r}; "
+                        f"re-run tools/make_shards.py --out {shards_dir} to rewrite the manifest")
     for p in paths:
         if not p.is_file():
             raise DataError(f"{p}: listed in {shards_dir / MANIFEST} but missing")
