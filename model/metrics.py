@@ -22,11 +22,12 @@ class RunLog:
         record = {"kind": kind, "time": round(time.time() - self.t0, 3), **values}
         line = (json.dumps(record) + "\n").encode()
         with full_disk_as_error(self.path.parent, len(line), doing=f"appending to {self.path.name}"), \
-                open(self.path, "ab") as f:
-            end = f.tell()
+                open(self.path, "ab", buffering=0) as f:  # unbuffered: nothing left to flush after a failure
+            end = f.seek(0, 2)
             try:
-                f.write(line)
-                f.flush()
+                view = memoryview(line)
+                while view:
+                    view = view[f.write(view):]
             except OSError:
                 f.truncate(end)  # no half line: metrics.jsonl stays one JSON object per line
                 raise

@@ -158,7 +158,7 @@ def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tupl
 
     def still_needed() -> int:
         written = kept["bytes"] + (writer.bytes_written if writer else 0)
-        per_image = written / bar.n if bar.n else 0.1 * 3 * opts.size ** 2  # else: JPEG at about 10:1
+        per_image = written / bar.n if written and bar.n else 0.1 * 3 * opts.size ** 2  # else: JPEG at ~10:1
         return int(per_image * (total - kept["images"]))
 
     with tqdm(total=total, unit="img", desc=split, disable=total == 0, dynamic_ncols=True) as bar, \

@@ -81,12 +81,13 @@ def disk_full(folder: Path, needed: int | None = None, doing: str = "") -> DiskF
 @contextmanager
 def full_disk_as_error(folder: Path, needed: int | Callable[[], int | None] | None = None,
                        doing: str = "") -> Iterator[None]:
-    """Turn OSError(ENOSPC) (or a DiskFull without an estimate) raised inside into DiskFull naming `folder`;
-    `needed` may be a function, asked only when the disk is full (e.g. from the progress so far)."""
+    """Turn OSError(ENOSPC) raised inside into DiskFull naming `folder`, and add this estimate to a DiskFull
+    that has none; `needed` may be a function, asked only when the disk is full (e.g. from the progress)."""
     try:
         yield
     except (OSError, DiskFull) as e:
-        if isinstance(e, OSError) and e.errno != errno.ENOSPC or isinstance(e, DiskFull) and e.needed:
+        if isinstance(e, OSError) and e.errno != errno.ENOSPC or \
+                isinstance(e, DiskFull) and (e.needed is not None or needed is None):
             raise
         raise disk_full(folder, needed() if callable(needed) else needed, doing) from None
 

@@ -130,10 +130,11 @@ def recorded_checksums(manifest: dict) -> dict[str, dict]:
     out = {}
     for entry in manifest.get("splits", {}).values():
         names = entry.get("shards") or []
-        cols = {k: entry.get(f"shard_{k}") or [None] * len(names)
-                for k in ("bytes", "sha256", "index_bytes", "index_sha256")}
+        cols = {k: entry.get(f"shard_{k}") for k in ("bytes", "sha256", "index_bytes", "index_sha256")}
+        if not all(isinstance(v, list) and len(v) == len(names) for v in cols.values()):
+            continue  # not recorded (made before checksums), or an edited manifest: nothing to trust
         for i, name in enumerate(names):
-            if cols["sha256"][i]:
+            if cols["sha256"][i] and name not in out:
                 out[name] = {k: v[i] for k, v in cols.items()}
     return out
 
