@@ -5,8 +5,11 @@
 #   make bench     conversion and loader benchmarks on generated ImageNet-like data
 PYTHON ?= python3
 VENV   ?= .venv
-# CPU build by default; GPU users: make install TORCH="torch" DALI_EXTRA=dali (see README, "GPU set-up")
-TORCH      ?= torch==2.13.0
+# CPU build by default; GPU users: make install TORCH="torch" TORCHVISION="torchvision" DALI_EXTRA=dali
+# (see README, "GPU set-up"). torchvision goes in with --no-deps: its wheel pins the CUDA build of torch, and
+# the tests only read its AlexNet definition from the installed files (tests/torchvision_ref.py).
+TORCH       ?= torch==2.13.0
+TORCHVISION ?= torchvision==0.28.0
 DALI_EXTRA ?= dali
 BIN := $(VENV)/bin
 
@@ -18,6 +21,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet --no-deps "$(TORCHVISION)"
 	$(BIN)/python -m pip install --quiet -e ".[test,$(DALI_EXTRA)]"
 	touch $@
 
@@ -44,3 +48,5 @@ gpu-check: install
 	$(BIN)/python -m pipeline.bench --shards $(SHARDS) --device cuda --batch-size 256 --batches 200 --json gpu_bench.json
 	$(BIN)/python -m model.train --shards $(SHARDS) --device cuda --backend dali --name gpu-check --batch-size 256 \
 	  --max-steps 300 --measure-synthetic 100 --log-every 50 --limit-val 2000 --no-ten-crop-eval
+	$(BIN)/python -m model.bench_lrn --device cuda --batch-size 256 --json gpu_lrn.json
+	$(BIN)/python -m pytest -q tests/test_torchvision.py tests/test_lrn.py

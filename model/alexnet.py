@@ -3,29 +3,46 @@
 The paper's two GPU columns are the `groups=2` of conv2, conv4 and conv5 (each half sees only its own half of
 the previous layer); conv3 and the fully connected layers see both. 60,965,224 parameters with 1000 classes.
 
-LRN: PyTorch's LocalResponseNorm divides alpha by `size` (Caffe's convention, used by Caffe's AlexNet);
-the paper's formula does not. With k = 2 the two differ little; `alpha` is kept at the paper's 1e-4.
+LRN (model/lrn.py): `lrn="paper"` divides by (2 + 1e-4 * sum of squares over 5 maps)^0.75 as section 3.3
+writes it, each window inside its own column; `lrn="caffe"` is Caffe's bvlc_alexnet: alpha / 5 on the sum
+(PyTorch's LocalResponseNorm too), windows across all maps.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from model.lrn import LRN
+
 INITS = ("paper", "caffe", "kaiming")
 VARIANTS = ("paper", "torchvision")
+LRNS = ("paper", "caffe")
+COLUMNS = 2
+
+
+def response_norm(lrn: str) -> LRN:
+    """The LRN after conv1 and conv2. Columns: in Krizhevsky's 2-GPU ImageNet net (cuda-convnet2,
+    layers/layers-imagenet-2gpu-model.cfg) rnorm1a/rnorm1b take conv1a/conv1b (48 maps each) and
+    rnorm2a/rnorm2b take conv2a/conv2b (128 each): no window crosses the column boundary. (That code's
+    layer.py divides `scale` by `size` for cmrnorm, Caffe's convention; "paper" follows the paper's text.)"""
+    if lrn == "paper":
+        return LRN(5, alpha=1e-4, beta=0.75, k=2.0, convention="paper", groups=COLUMNS)
+    if lrn == "caffe":
+        return LRN(5, alpha=1e-4, beta=0.75, k=2.0, convention="caffe", groups=1)
+    raise ValueError(f"unknown LRN {lrn!r}; use one of {LRNS}")
 
 
 class AlexNet(nn.Module):
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, init: str = "paper"):
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, init: str = "paper", lrn: str = "paper"):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; use one of {INITS}")
         self.features = nn.Sequential(                                  # x: [B, 3, 224, 224]
             nn.Conv2d(3, 96, 11, stride=4, padding=2), nn.ReLU(inplace=True),        # conv1 [B, 96, 55, 55]
-            nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0),
+            response_norm(lrn),
             nn.MaxPool2d(3, stride=2),                                               # [B, 96, 27, 27]
             nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(inplace=True),       # conv2 [B, 256, 27, 27]
-            nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0),
+            response_norm(lrn),
             nn.MaxPool2d(3, stride=2),                                               # [B, 256, 13, 13]
             nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(inplace=True),                # conv3 [B, 384, 13, 13]
             nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(inplace=True),      # conv4 [B, 384, 13, 13]
@@ -65,7 +82,8 @@ class AlexNet(nn.Module):
 
 
 class AlexNetOneColumn(nn.Module):
-    """torchvision's single-column variant (Krizhevsky 2014, "one weird trick"): 64-192-384-256-256, no LRN."""
+    """torchvision's single-column variant (Krizhevsky 2014, "one weird trick"): 64-192-384-256-256, no LRN.
+    Module positions follow torchvision.models.AlexNet, so its state dicts load with strict=True."""
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.5, init: str = "kaiming"):
         super().__init__()
@@ -91,9 +109,11 @@ class AlexNetOneColumn(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def build_model(variant: str = "paper", num_classes: int = 1000, init: str = "paper", dropout: float = 0.5) -> nn.Module:
+def build_model(variant: str = "paper", num_classes: int = 1000, init: str = "paper", dropout: float = 0.5,
+                lrn: str = "paper") -> nn.Module:
+    """lrn applies to the paper variant (torchvision's has no LRN)."""
     if variant == "paper":
-        return AlexNet(num_classes, dropout, init)
+        return AlexNet(num_classes, dropout, init, lrn)
     if variant == "torchvision":
         return AlexNetOneColumn(num_classes, dropout, init)
     raise ValueError(f"unknown model variant {variant!r}; use one of {VARIANTS}")

@@ -66,6 +66,17 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
 
 
+def inference_meta(*, variant: str, lrn: str, classes: list[str], class_names: list[str] | None,
+                   mean: list[float], std: list[float]) -> dict:
+    """What a checkpoint carries for inference: the model to build, its labels and its input normalisation
+    ((x / 255 - mean) / std per RGB channel, on [0, 1] pixels)."""
+    meta = {"variant": variant, "lrn": lrn, "classes": list(classes), "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std]}
+    if class_names:
+        meta["class_names"] = list(class_names)
+    return meta
+
+
 def check_arch(ckpt: dict, path: Path, *, variant: str, num_classes: int) -> None:
     """Refuse a checkpoint made for another architecture or class count, saying which."""
     arch = ckpt.get("arch") or {}

@@ -3,26 +3,37 @@
     with distributed(device="cuda") as dist:   # also works as a single plain process
         ... dist.rank, dist.world_size, dist.device ...
 
-When another rank dies (killed, out of memory), gloo fails this rank's next collective at once ("Connection
-reset/closed by peer"); distributed() turns that into RankLost, one line that says so and how to go on.
+When one rank fails, the others do not wait on a collective that will never complete (NCCL would wait for
+its 10-minute timeout): the failing rank writes what went wrong into the rendezvous store, and a watchdog
+thread on every rank polls that key and ends its process within about a second, with the failed rank's exit
+status (2 for a user error, 1 for a bug). Rank 0 prints the failed rank's `error:` line; a user error that
+all ranks hit (a missing file) is still printed once. A rank killed outright (kill -9, out of memory) cannot
+publish: gloo then fails the others' next collective at once ("Connection reset/closed by peer"), which
+distributed() turns into RankLost, one line that says so and how to go on.
 """
 from __future__ import annotations
 
+import json
 import os
+import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import click
 import torch
 import torch.distributed as td
 
-from shardkit.errors import ConfigError
+from shardkit import cli
+from shardkit.errors import ConfigError, DataError
 
-
+FAILED = "failed"   # store key: {"rank", "code", "message"} of the first rank that failed
+POLL_S = 0.25
 PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused")
 
 
 class RankLost(RuntimeError):
-    """Another process of the run stopped; this one cannot go on alone."""
+    """Another process of the run stopped without a word (killed); this one cannot go on alone."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,11 @@ class Dist:
         td.all_reduce(t)
         return t.tolist()
 
+    def synchronize(self) -> None:
+        """Wait for this rank's queued GPU work, so that a clock read after it is honest; no-op on CPU."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def all_gather(self, obj) -> list:
         if self.world_size == 1:
             return [obj]
@@ -52,9 +68,59 @@ class Dist:
         return out
 
 
+def exit_code(e: BaseException) -> int:
+    """The status a rank ends with: 2 for what the user can fix, 130 for Ctrl-C, 1 for a bug."""
+    if isinstance(e, (DataError, ConfigError, click.ClickException)):
+        return cli.EXIT_USER_ERROR
+    return 130 if isinstance(e, KeyboardInterrupt) else 1
+
+
+class Watchdog:
+    """Publishes this rank's failure in the store, and ends this process when another rank published one."""
+
+    def __init__(self, store, rank: int):
+        self.store, self.rank = td.PrefixStore("watchdog/", store), rank
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="rank-failure-watchdog", daemon=True)
+        self._thread.start()
+
+    def publish(self, e: BaseException) -> None:
+        message = str(e) if exit_code(e) == cli.EXIT_USER_ERROR else f"{type(e).__name__}: {e}"
+        record = json.dumps({"rank": self.rank, "code": exit_code(e), "message": message})
+        self._stop.set()  # this rank reports its own failure; its watchdog must not print a second line
+        try:
+            self.store.compare_set(FAILED, "", record)  # the first failure wins
+        except RuntimeError:  # the store's host is gone: the others are failing already
+            pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(POLL_S):
+            try:
+                if not self.store.check([FAILED]):
+                    continue
+                failure = json.loads(self.store.get(FAILED))
+            except RuntimeError:  # the store's host (rank 0 or torchrun) is gone: so is the job
+                if self._stop.is_set():
+                    return
+                failure = {"rank": "?", "code": 1, "message": "the rendezvous store is gone (did a rank die?)"}
+            if failure["rank"] == self.rank or self._stop.is_set():
+                return
+            if self.rank == 0:
+                kind = "" if failure["code"] == cli.EXIT_USER_ERROR else "failed with "
+                cli.print_error(f"rank {failure['rank']} {kind}{failure['message']}")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(failure["code"])  # the main thread may be blocked inside a collective: leave now
+
+
 @contextmanager
 def distributed(device: str = "cuda"):
-    """Yield a Dist; with torchrun (WORLD_SIZE set) initialise the process group, and always tear it down."""
+    """Yield a Dist; with torchrun (WORLD_SIZE set) initialise the process group and the rank-failure
+    watchdog, and always tear them down."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device == "cuda":
@@ -66,17 +132,26 @@ def distributed(device: str = "cuda"):
         dev = torch.device("cpu")
     else:
         raise ConfigError(f"unknown device {device!r}; use cuda or cpu")
+    watchdog = None
     if world > 1:
-        td.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world,
+        store, rank, world = next(td.rendezvous("env://"))
+        td.init_process_group("nccl" if dev.type == "cuda" else "gloo", store=store, rank=rank, world_size=world,
                               device_id=dev if dev.type == "cuda" else None)
+        watchdog = Watchdog(store, rank)
     try:
         yield Dist(rank, local, world, dev)
-    except RuntimeError as e:
-        if world > 1 and any(s in str(e) for s in PEER_GONE):
-            raise RankLost(f"rank {rank} of {world}: another rank stopped (its connection closed: "
-                           f"{str(e).splitlines()[0][:160]}); the run stops here: look at the other ranks' output "
-                           "for why, then continue from the last checkpoint with --resume") from None
+    except BaseException as e:
+        if world > 1 and isinstance(e, RuntimeError) and any(s in str(e) for s in PEER_GONE):
+            e = RankLost(f"rank {rank} of {world}: another rank stopped (its connection closed: "
+                         f"{str(e).splitlines()[0][:160]}); the run stops here: look at the other ranks' output "
+                         "for why, then continue from the last checkpoint with --resume")
+        if watchdog is not None:
+            watchdog.publish(e)
+        if isinstance(e, RankLost):
+            raise e from None
         raise
     finally:
+        if watchdog is not None:
+            watchdog.close()
         if world > 1 and td.is_initialized():
             td.destroy_process_group()

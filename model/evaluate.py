@@ -1,8 +1,11 @@
 """Validation: top-1/top-5 error over every val image exactly once, summed over ranks; the paper's 10-crop test.
 
     python -m model.evaluate --checkpoint runs/alexnet/checkpoint.pt --shards shards/ [--ten-crop]
+    python -m model.evaluate --weights alexnet-owt-7be5be79.pth --variant torchvision --shards shards/
     torchrun --nproc_per_node=2 -m model.evaluate --checkpoint ... --shards shards/ --device cpu
 
+A weights file from torchvision is fed with torchvision's normalisation (ImageNet mean/std): the shards'
+loader normalises with pca.json, and the model is wrapped to turn that into what it was trained with.
 10-crop: the 4 corner and the centre 224 windows and their mirrors; the 10 softmax outputs are averaged.
 """
 from __future__ import annotations
@@ -15,16 +18,18 @@ import click
 import torch
 import torch.nn.functional as F
 
-from model.alexnet import build_model
-from model.checkpoint import check_arch, load_checkpoint
+from model.alexnet import LRNS, VARIANTS
+from model.checkpoint import CheckpointError
 from model.distributed import Dist, distributed
+from model.inference import Renormalize, load_model
+from pipeline import BACKENDS, DEVICES, Loader, dataset_classes, dataset_statistics, default_device, make_loader
 from shardkit import cli
 from shardkit.errors import DataError
 from shardkit.files import write_json
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, dist: Dist, *, amp: bool = False) -> dict:
+def evaluate(model: torch.nn.Module, loader: Loader, dist: Dist, *, amp: bool = False) -> dict:
     """Errors over the loader's images on all ranks. Batches [B, 3, H, W] give centre-crop logits;
     batches [B, 10, 3, H, W] give the 10-crop average of softmax probabilities."""
     was_training = model.training
@@ -57,40 +62,48 @@ def evaluate(model: torch.nn.Module, loader, dist: Dist, *, amp: bool = False) -
 
 
 @click.command(context_settings=cli.CONTEXT)
-@click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="This project's checkpoint.pt.")
+@click.option("--weights", type=click.Path(path_type=Path), help="A plain state dict (e.g. torchvision's).")
+@click.option("--variant", type=click.Choice(VARIANTS), default="torchvision", show_default=True,
+              help="With --weights: the architecture of the file.")
+@click.option("--lrn", type=click.Choice(LRNS), default="paper", show_default=True,
+              help="With --weights --variant paper.")
 @click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path))
-@click.option("--backend", type=click.Choice(["dali", "torch"]), default="dali", show_default=True)
-@click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda" if torch.cuda.is_available() else "cpu",
-              show_default="cuda if available")
+@click.option("--backend", type=click.Choice(BACKENDS), default=cli.default(make_loader, "backend"), show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default=default_device(), show_default="cuda if available")
 @click.option("--batch-size", default=128, show_default=True, help="Global batch size (split over ranks).")
 @click.option("--ten-crop/--centre-crop", default=False, help="The paper's 10-crop test, or the centre crop.")
 @click.option("--limit", type=click.IntRange(1), help="Evaluate only the first N val images.")
 @click.option("--workers", type=click.IntRange(0), help="Loader threads/processes per rank.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the result here.")
-def main(checkpoint, shards, backend, device, batch_size, ten_crop, limit, workers, json_path):
-    """Evaluate a saved model on the val shards."""
-    from pipeline import dataset_classes, make_loader
-
-    ckpt = load_checkpoint(checkpoint)
-    arch = ckpt.get("arch") or {}
-    check_arch(ckpt, checkpoint, variant=arch.get("variant", "paper"), num_classes=len(dataset_classes(shards)))
+def main(checkpoint, weights, variant, lrn, shards, backend, device, batch_size, ten_crop, limit, workers, json_path):
+    """Evaluate a saved model (a checkpoint, or a weights file such as torchvision's) on the val shards."""
+    model, meta = load_model(checkpoint=checkpoint, weights=weights, variant=variant, lrn=lrn)
+    classes = len(dataset_classes(shards))
+    outputs = model.classifier[-1].out_features
+    if outputs != classes:
+        raise CheckpointError(f"{checkpoint or weights}: {outputs} classes, but {shards} has {classes}")
+    stats = dataset_statistics(shards)
+    if meta["mean"] is not None and (meta["mean"], meta["std"]) != (stats["mean"], stats["std"]):
+        # The loader normalises with the shards' statistics; the model wants its own (torchvision's
+        # ImageNet mean/std for its weights).
+        model = Renormalize(model, stats["mean"], stats["std"], meta["mean"], meta["std"])
     with distributed(device) as dist:
-        model = build_model(arch["variant"], arch["num_classes"]).to(dist.device)
-        model.load_state_dict(ckpt["model"])
+        model = model.to(dist.device)
         if dist.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         loader = make_loader(shards, "val", max(1, batch_size // dist.world_size), backend=backend,
                              device=dist.device, rank=dist.rank, world_size=dist.world_size, ten_crop=ten_crop,
                              workers=workers, limit=limit)
         result = evaluate(model, loader, dist, amp=dist.device.type == "cuda")
-        result.update({"checkpoint": str(checkpoint), "ten_crop": ten_crop, "backend": backend})
+        result.update({"checkpoint": str(checkpoint or weights), "variant": meta["variant"],
+                       "ten_crop": ten_crop, "backend": backend})
         if dist.main:
             click.echo(f"evaluate: {result['images']} images, {'10-crop' if ten_crop else 'centre crop'}: "
                        f"top-1 error {result['top1_err']:.4f}, top-5 error {result['top5_err']:.4f}, "
                        f"{result['images'] / result['seconds']:.0f} images/s")
             if json_path:
                 write_json(json_path, result)
-
 
 if __name__ == "__main__":
     cli.run(main)

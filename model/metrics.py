@@ -1,27 +1,78 @@
-"""Run folder output on rank 0: one greppable log line format, metrics.jsonl, and the PNG of the curves."""
+"""Run folder output on rank 0: one greppable log line format, metrics.jsonl, TensorBoard event files and
+curves.png.
+
+    log = RunLog(run_dir, enabled=dist.main, epochs=cfg.epochs, device=dist.device)
+    log.write("train", step=120, epoch=1.5, lr=0.01, loss=4.2, images_per_s=900.0, data_wait=0.02)
+    plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png", title="alexnet", num_classes=1000)
+    tensorboard --logdir runs          # every run folder is one TensorBoard run
+
+Epoch convention (train and eval alike): `epoch` is the number of epochs completed at that record, as a
+float; a train record half way through the second epoch has epoch=1.5, the eval after it epoch=2.0. So all
+curves share one epoch axis. Each record also carries `time` (s since this process started logging),
+`eta_s` (from this session's progress when the run's epoch count is known) and, on CUDA,
+`peak_gpu_mem_gb` (torch.cuda.max_memory_allocated since the start).
+"""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
+import torch
+
 from shardkit.files import atomic_write, full_disk_as_error
+
+METRICS = "metrics.jsonl"
+CURVES = "curves.png"
+NOT_SCALARS = {"step", "epoch", "time", "images"}  # axes and counts, not curves for TensorBoard
 
 
 class RunLog:
-    """runs/<name>/metrics.jsonl (one JSON object per log step and per eval) plus printed lines `[kind] k=v ...`."""
+    """runs/<name>/metrics.jsonl (one JSON object per log step and per eval), TensorBoard events in the same
+    folder, and printed lines `[kind] k=v ...`."""
 
-    def __init__(self, run_dir: Path, enabled: bool, echo=print):
-        self.path = Path(run_dir) / "metrics.jsonl"
-        self.enabled, self.echo = enabled, echo
+    def __init__(self, run_dir: Path, enabled: bool, echo=print, *, epochs: int | None = None,
+                 device: torch.device | None = None, tensorboard: bool = True, start_step: int = 0):
+        self.dir = Path(run_dir)
+        self.path = self.dir / METRICS
+        self.enabled, self.echo, self.epochs = enabled, echo, epochs
+        self.cuda = device is not None and torch.device(device).type == "cuda"
+        self.device = device
         self.t0 = time.time()
+        self._first: tuple[float, float] | None = None  # (time, epoch) of this session's first record
+        self.tb = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            # purge_step: after a resume, TensorBoard hides the events an earlier process wrote past that step
+            self.tb = SummaryWriter(log_dir=str(self.dir), purge_step=start_step or None)
 
-    def write(self, kind: str, **values) -> None:
+    def write(self, kind: str, **values) -> dict | None:
         if not self.enabled:
-            return
-        record = {"kind": kind, "time": round(time.time() - self.t0, 3), **values}
-        line = (json.dumps(record) + "\n").encode()
-        with full_disk_as_error(self.path.parent, len(line), doing=f"appending to {self.path.name}"), \
+            return None
+        now = time.time()
+        record = {"kind": kind, "time": round(now - self.t0, 3), **values}
+        epoch = values.get("epoch")
+        if epoch is not None:
+            if self._first is None:
+                self._first = (now, float(epoch))
+            t_first, e_first = self._first
+            if self.epochs and epoch > e_first:
+                record["eta_s"] = round((self.epochs - epoch) * (now - t_first) / (epoch - e_first), 1)
+        if self.cuda:
+            record["peak_gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
+        self._append((json.dumps(record) + "\n").encode())
+        if self.tb is not None and "step" in values:
+            for k, v in record.items():
+                if k not in NOT_SCALARS and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.tb.add_scalar(f"{kind}/{k}", v, global_step=values["step"])
+            self.tb.flush()
+        self.echo(f"[{kind}] " + " ".join(f"{k}={_fmt(k, v)}" for k, v in record.items() if k not in ("kind", "time")))
+        return record
+
+    def _append(self, line: bytes) -> None:
+        """One whole line or none: on a full disk the file is cut back and DiskFull names the folder."""
+        with full_disk_as_error(self.dir, len(line), doing=f"appending to {self.path.name}"), \
                 open(self.path, "ab", buffering=0) as f:  # unbuffered: nothing left to flush after a failure
             end = f.seek(0, 2)
             try:
@@ -29,13 +80,23 @@ class RunLog:
                 while view:
                     view = view[f.write(view):]
             except OSError:
-                f.truncate(end)  # no half line: metrics.jsonl stays one JSON object per line
+                f.truncate(end)  # metrics.jsonl stays one JSON object per line
                 raise
-        self.echo(f"[{kind}] " + " ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
 
 
-def _fmt(v) -> str:
+def _fmt(key: str, v) -> str:
+    if key.endswith("_s") and key not in ("images_per_s",) and isinstance(v, (int, float)):
+        return _duration(v)
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -45,28 +106,67 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_curves(metrics_path: Path, png_path: Path) -> Path | None:
-    """Train loss by step and val top-1/top-5 error by epoch, side by side."""
+def keep_metrics_until(path: Path, step: int) -> int:
+    """Drop records written after `step` (by a process that died before its next checkpoint), so a resumed
+    run does not log those steps twice; returns how many were dropped."""
+    records = read_metrics(path)
+    kept = [r for r in records if r.get("step", 0) <= step]
+    if len(kept) != len(records):
+        with atomic_write(path) as f:
+            f.write("".join(json.dumps(r) + "\n" for r in kept).encode())
+    return len(records) - len(kept)
+
+
+def plot_curves(metrics_path: Path, png_path: Path, *, title: str = "", num_classes: int | None = None) -> Path | None:
+    """Loss (train and val) and val errors on one epoch axis, an lr panel, the chance line, the final
+    10-crop result, the run name in the title."""
     records = read_metrics(metrics_path)
     train = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
+    ten = [r for r in records if r["kind"] == "eval_ten_crop"]
     if not train and not evals:
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
-    ax1.set_xlabel("step")
-    ax1.set_ylabel("cross-entropy")
-    ax1.legend()
-    for key, label in (("top1_err", "val top-1 error"), ("top5_err", "val top-5 error")):
-        ax2.plot([r["epoch"] for r in evals], [r[key] for r in evals], marker="o", label=label)
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("error")
-    ax2.set_ylim(0, 1)
-    ax2.legend()
+    fig, (ax_loss, ax_err, ax_lr) = plt.subplots(3, 1, figsize=(8, 9), sharex=True,
+                                                  gridspec_kw={"height_ratios": [3, 3, 1.4]})
+    ax_loss.plot([r["epoch"] for r in train], [r["loss"] for r in train], label="train loss", lw=1)
+    if any("loss" in r for r in evals):
+        ax_loss.plot([r["epoch"] for r in evals if "loss" in r], [r["loss"] for r in evals if "loss" in r],
+                     marker="o", label="val loss")
+    if num_classes:
+        ax_loss.axhline(math.log(num_classes), color="grey", ls=":", label=f"chance (ln {num_classes})")
+    ax_loss.set_ylabel("cross-entropy")
+    ax_loss.legend(loc="upper right")
+
+    for key, label, colour in (("top1_err", "val top-1 error", "C0"), ("top5_err", "val top-5 error", "C1")):
+        ax_err.plot([r["epoch"] for r in evals], [r[key] for r in evals], marker="o", color=colour, label=label)
+    if num_classes:
+        ax_err.axhline(1 - 1 / num_classes, color="C0", ls=":", label=f"chance top-1 ({1 - 1 / num_classes:.3f})")
+        ax_err.axhline(max(0.0, 1 - 5 / num_classes), color="C1", ls=":",
+                       label=f"chance top-5 ({max(0.0, 1 - 5 / num_classes):.3f})")
+    if ten:
+        final, x = ten[-1], max([r["epoch"] for r in evals + train] or [0])
+        for key, colour, name in (("top1_err", "C0", "top-1"), ("top5_err", "C1", "top-5")):
+            ax_err.plot([x], [final[key]], marker="*", ms=14, color=colour, ls="none",
+                        label=f"10-crop {name}: {final[key]:.3f}")
+    ax_err.set_ylabel("error")
+    ax_err.set_ylim(0, 1)
+    ax_err.legend(loc="upper right", fontsize=8)
+
+    lr = [r for r in train if "lr" in r]
+    ax_lr.step([r["epoch"] for r in lr], [r["lr"] for r in lr], where="pre", color="C2")  # a record's lr held over the steps up to it
+    if lr and min(r["lr"] for r in lr) > 0:
+        ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("epoch")
+    last = evals[-1] if evals else None
+    heading = title or Path(metrics_path).parent.name
+    if last:
+        heading += f"  (epoch {last['epoch']:g}: val top-1 {last['top1_err']:.3f}, top-5 {last['top5_err']:.3f})"
+    fig.suptitle(heading)
     fig.tight_layout()
     with atomic_write(png_path) as f:
         fig.savefig(f, format="png", dpi=100)

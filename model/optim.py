@@ -5,10 +5,12 @@
 
 PyTorch's SGD keeps v without the learning rate (v <- 0.9 v + grad + wd w; w <- w - lr v), so right after a
 learning-rate drop its step shrinks at once, while the paper's velocity still carries the old rate for a while.
+`make_optimizer` picks one of the two (--update), `train_step` is one step of either.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 class PaperSGD(torch.optim.Optimizer):
@@ -33,3 +35,21 @@ class PaperSGD(torch.optim.Optimizer):
                 v.mul_(mom).add_(p, alpha=-wd * lr).add_(p.grad, alpha=-lr)
                 p.add_(v)
         return loss
+
+
+def make_optimizer(update: str, model: torch.nn.Module, lr: float, momentum: float,
+                   weight_decay: float) -> torch.optim.Optimizer:
+    """update: "paper" (PaperSGD) or "pytorch" (torch.optim.SGD)."""
+    if update == "paper":
+        return PaperSGD(model.parameters(), lr, momentum, weight_decay)
+    return torch.optim.SGD(model.parameters(), lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def train_step(model, opt, images, labels, autocast) -> torch.Tensor:
+    """One cross-entropy step; the loss comes back on the device (no host sync)."""
+    with autocast:
+        loss = F.cross_entropy(model(images), labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()

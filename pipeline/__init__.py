@@ -9,19 +9,52 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from pipeline.loader import Loader
 from pipeline.spec import read_spec
 from shardkit.errors import ConfigError, DataError
-from shardkit.format import load_manifest
+from shardkit.format import PCA, load_manifest, load_pca
 from shardkit.parallel import default_workers as cores
 
 BACKENDS = ("dali", "torch")
+DEVICES = ("cuda", "cpu")
 
 
 def dataset_classes(shards: str | Path) -> list[str]:
     """The class list (wnids, label order) of a shards folder: what a model's output layer must match."""
     return list(load_manifest(Path(shards))["classes"])
+
+
+def dataset_class_names(shards: str | Path) -> list[str] | None:
+    """Readable class names in label order (the manifest's `class_names`), or None when it has none."""
+    names = load_manifest(Path(shards)).get("class_names")
+    return list(names) if names else None
+
+
+def dataset_statistics(shards: str | Path, pca: str | Path | None = None) -> dict:
+    """pca.json of a shards folder (mean, std, eigval, eigvec on the [0, 1] scale), checked for shape."""
+    return load_pca(Path(pca) if pca else Path(shards) / PCA)
+
+
+def load_image(path: str | Path, size: int = 256) -> np.ndarray:
+    """[size, size, 3] uint8 RGB from any image file, made exactly as make_shards makes a shard image (the
+    shorter side to `size`, antialiased, the centre square), without the shard's JPEG re-encoding."""
+    from shardkit.imaging import BadImage, decode_bgr, resize_center_crop
+
+    try:
+        bgr = resize_center_crop(decode_bgr(Path(path).read_bytes(), size), size)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    except BadImage as e:
+        raise DataError(f"{path}: {e}") from None
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def default_device() -> str:
+    """Where loaders deliver and models run unless told otherwise: cuda if torch sees a GPU, else cpu."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def default_workers(world_size: int = 1) -> int:
@@ -32,13 +65,14 @@ def default_workers(world_size: int = 1) -> int:
 def make_loader(shards: str | Path, split: str, batch_size: int, *, backend: str = "dali",
                 device: str | torch.device = "cuda", rank: int = 0, world_size: int = 1, seed: int = 0,
                 augment: bool | None = None, ten_crop: bool = False, workers: int | None = None,
-                limit: int | None = None, pca: str | Path | None = None):
-    """A loader over `split` of a shards folder (DESIGN.md), yielding (images, labels) on `device`.
+                limit: int | None = None, pca: str | Path | None = None) -> Loader:
+    """A loader over `split` of a shards folder (docs/FORMAT.md), yielding (images, labels) on `device`.
 
     images: [B, 3, 224, 224] float32 normalized (or [B, 10, 3, 224, 224] with ten_crop, val only);
-    labels: [B] int64. len(loader) = batches per epoch on this rank; iterating it runs one epoch, and the
-    next iteration continues with the next epoch. train: reshuffled every epoch, the same batch count on all
-    ranks (remainder dropped); val: every sample exactly once across the ranks (last batch may be short).
+    labels: [B] int64. The result follows the pipeline.Loader contract: len(loader) = batches per epoch on
+    this rank; iterating it runs one epoch, and the next iteration continues with the next epoch. train:
+    reshuffled every epoch, the same batch count on all ranks (remainder dropped); val: every sample exactly
+    once across the ranks (last batch may be short).
     augment defaults to True for train (random 224 window, flip, PCA lighting); limit caps the samples per
     epoch (train) or evaluates only the first `limit` samples (val). Loaders have state_dict() and
     load_state_dict() to resume mid-epoch. pca defaults to SHARDS/pca.json.

@@ -1,4 +1,4 @@
-"""The augmentation maths of DESIGN.md in torch, on a batch: lighting, normalization, the 10 test windows.
+"""The augmentation maths of docs/FORMAT.md (section 5) in torch, on a batch: lighting, normalization, the 10 test windows.
 
 The DALI pipeline does the same on its side (pipeline/dali.py); tests hold the two together.
     x = uint8 / 255                                  # [0, 1]

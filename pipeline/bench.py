@@ -6,9 +6,11 @@
 
 Each backend runs the full train augmentation (random 224 window, flip, PCA lighting, normalization) into
 float32 NCHW batches on --device, with --workers threads (DALI) or processes (reference). Warm-up batches are
-not counted; on CUDA the clock stops after a synchronize. Rounds interleave the contenders; the best counts. The decode-only ceiling decodes the same JPEGs with
-no augmentation, on the same number of cores, with each decoder available (DALI, OpenCV, Pillow); the
-fastest is the ceiling. Memory: resident set of this process and its workers, sampled after every epoch.
+not counted; on CUDA the clock stops after a synchronize. Rounds interleave the contenders; the best counts.
+The decode-only ceiling decodes the same JPEGs with no augmentation, on the same number of cores: with
+--device cpu, OpenCV and Pillow (worker processes) and DALI's CPU decoder; with --device cuda, DALI's mixed
+(nvJPEG) decoder only. The fastest is the ceiling. Memory: resident set of this process and its workers,
+sampled after every epoch.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from pathlib import Path
 import click
 import torch
 
-from pipeline import default_workers, make_loader
+from pipeline import BACKENDS, DEVICES, default_device, default_workers, make_loader
 from pipeline.spec import read_spec
 from shardkit import cli
 from shardkit.files import write_json
@@ -112,9 +114,8 @@ def decode_dali(tars, device: str, batch_size: int, workers: int, batches: int) 
 
 @click.command(context_settings=cli.CONTEXT)
 @click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path))
-@click.option("--backends", default="dali,torch", show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cuda" if torch.cuda.is_available() else "cpu",
-              show_default="cuda if available")
+@click.option("--backends", default=",".join(BACKENDS), show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default=default_device(), show_default="cuda if available")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
 @click.option("--workers", type=click.IntRange(1), help="Threads (DALI) / processes (reference) [default: all cores].")
 @click.option("--batches", default=40, show_default=True, type=click.IntRange(1), help="Timed batches per backend.")

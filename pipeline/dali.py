@@ -28,7 +28,8 @@ OFFSETS = [k / MAX_OFFSET for k in range(MAX_OFFSET + 1)]  # crop_pos k/32 -> in
 
 @pipeline_def
 def shard_pipeline(tars, idxs, *, gpu: bool, train: bool, augment: bool, ten_crop: bool, shard_id: int,
-                   num_shards: int, shuffle_seed: int, mean, std, eigval, eigvec, hw_decoder_load: float):
+                   num_shards: int, shuffle_seed: int, mean, std, eigval, eigvec, hw_decoder_load: float,
+                   params: bool = False):
     # train: a global permutation each epoch, the same on all ranks (same seed), each rank its part of it;
     # val: stored order, each rank exactly its share, the last batch padded (the loader trims it)
     order = dict(shuffle_after_epoch=True, shuffle_after_epoch_seed=shuffle_seed) if train else \
@@ -49,9 +50,12 @@ def shard_pipeline(tars, idxs, *, gpu: bool, train: bool, augment: bool, ten_cro
         alpha = fn.random.normal(shape=[1, 3], stddev=ALPHA_STD)
         shift = fn.coord_transform(alpha, M=(-255.0 * eigvec * eigval[None, :]).reshape(-1).tolist(),
                                    T=[255.0 * v for v in mean])
-        out = fn.crop_mirror_normalize(images, mean=fn.reshape(shift, shape=[3]), std=scale,
-                                       mirror=fn.random.coin_flip(probability=0.5), dtype=types.FLOAT,
-                                       output_layout="HWC")
+        mirror = fn.random.coin_flip(probability=0.5)
+        out = fn.crop_mirror_normalize(images, mean=fn.reshape(shift, shape=[3]), std=scale, mirror=mirror,
+                                       dtype=types.FLOAT, output_layout="HWC")
+        if params:  # what each sample drew, and its JPEG, for pipeline/preview.py
+            labels = fn.pad(cls, fill_value=0, shape=[LABEL_BYTES], axes=[0])
+            return out, labels, pos, mirror, alpha, jpegs
     elif ten_crop:
         images = fn.decoders.image(jpegs, **decoder)
         out = fn.stack(*[fn.crop_mirror_normalize(images, crop=(CROP, CROP), crop_pos_x=ax, crop_pos_y=ay,
@@ -85,7 +89,7 @@ class DaliLoader:
 
     def __init__(self, spec: ShardSpec, batch_size: int, *, device: torch.device, rank: int, world_size: int,
                  seed: int, augment: bool, ten_crop: bool, workers: int, limit: int | None,
-                 hw_decoder_load: float = HW_DECODER_LOAD):
+                 hw_decoder_load: float = HW_DECODER_LOAD, params: bool = False):
         self.spec, self.batch_size, self.device = spec, batch_size, device
         self.train = spec.split == "train"
         _, self.batches, self.last = epoch_plan(spec, batch_size, rank, world_size, limit)
@@ -99,8 +103,10 @@ class DaliLoader:
             train=self.train, augment=augment, ten_crop=ten_crop and not self.train, shard_id=rank,
             num_shards=world_size, shuffle_seed=seed % 2**31, mean=spec.mean.astype(np.float32),
             std=spec.std.astype(np.float32), eigval=spec.eigval.astype(np.float32),
-            eigvec=spec.eigvec.astype(np.float32), hw_decoder_load=hw_decoder_load)
+            eigvec=spec.eigvec.astype(np.float32), hw_decoder_load=hw_decoder_load,
+            params=params and self.train and augment)
         self._pipe, self._checkpoint = None, None
+        self.params: dict | None = None  # with params=True: the last batch's draws (see _draws)
         self.epoch, self.batch = 0, 0
 
     def __len__(self) -> int:
@@ -114,7 +120,7 @@ class DaliLoader:
             pipe = shard_pipeline(**kwargs)
             pipe.build()
         except RuntimeError as e:
-            raise DataError(f"DALI could not open the shards of {self.spec.shards_dir}: {_first_line(e)}") from None
+            raise DataError(f"DALI could not open the shards of {self.spec.shards_dir}: {_error_line(e)}") from None
         epoch_size = pipe.reader_meta("reader")["epoch_size"]  # what the reader found in the index files
         if epoch_size != self.spec.samples:
             raise DataError(f"{self.spec.shards_dir}: the index files hold {epoch_size} {self.spec.split} samples, "
@@ -135,7 +141,7 @@ class DaliLoader:
         stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
         while self.batch < self.batches:
             try:
-                images, raw = self._pipe.run()
+                images, raw, *draws = self._pipe.run()
             except RuntimeError as e:
                 raise self._run_error(e) from None
             n = self.last if self.batch == self.batches - 1 else self.batch_size
@@ -146,12 +152,13 @@ class DaliLoader:
                 out = torch.empty(dense.shape(), dtype=torch.float32, device=self.device)
                 feed_ndarray(dense, out, cuda_stream=stream)
             labels = torch.from_numpy(parse_labels(np.array(raw.as_tensor()), str(self.spec.shards_dir)))
+            if draws:
+                self.params = _draws(*draws, n=n, size=self.spec.size)
             # HWC memory, NCHW shape: a channels_last tensor, the layout the convolutions want anyway
             out = out.permute(0, 3, 1, 2) if out.dim() == 4 else out.permute(0, 1, 4, 2, 3)
             self.batch += 1
             yield out[:n], labels[:n].to(self.device, non_blocking=True)
         self.epoch, self.batch = self.epoch + 1, 0
-
 
     def _run_error(self, e: RuntimeError) -> DataError:
         """DALI names neither the shard nor the sample that failed: look for a sample that does not decode
@@ -160,12 +167,20 @@ class DaliLoader:
         bad = find_bad_sample(list(self.spec.tars), size=self.spec.size, classes=len(self.spec.classes))
         if bad is not None:
             return bad_sample_error(*bad)
-        return DataError(f"DALI failed reading {self.spec.shards_dir} ({self.spec.split}): {_first_line(e)}; "
+        return DataError(f"DALI failed reading {self.spec.shards_dir} ({self.spec.split}): {_error_line(e)}; "
                          f"check the shards with: {VERIFY_CMD.format(dir=self.spec.shards_dir)}")
 
 
-def _first_line(e: Exception) -> str:
-    """The line of a DALI error that says what went wrong (it follows 'encountered:')."""
+def _draws(pos, mirror, alpha, jpegs, *, n: int, size: int) -> dict:
+    """A batch's augmentation draws: crop offsets [n, 2] (x, y, pixels), flips [n], alphas [n, 3], JPEGs."""
+    xy = np.rint(np.array(pos.as_tensor())[:n] * (size - CROP)).astype(int)
+    return {"xy": xy, "flip": np.array(mirror.as_tensor())[:n].astype(bool).reshape(n),
+            "alpha": np.array(alpha.as_tensor())[:n].reshape(n, 3),
+            "jpeg": [np.array(jpegs.at(i)).tobytes() for i in range(n)]}
+
+
+def _error_line(e: Exception) -> str:
+    """The line of a DALI error that says what went wrong: the one after 'encountered...', else the first."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     for i, ln in enumerate(lines[:-1]):
         if ln.startswith("encountered"):

@@ -10,8 +10,10 @@ Every batch is a pure function of (seed, epoch, rank, batch index), whatever the
   run of B samples of that share (train drops the remainder, so every rank has the same batch count; the
   last val batch may be short);
 - augmentation draws for batch j come from (seed, e, rank, j).
-Worker w builds batches start+w, start+w+W, ..., which DataLoader's round-robin returns in order; a worker
-reads each shard it needs once (webdataset's tar iterator), so resuming at batch k decodes nothing before k.
+Worker w builds batches start+w, start+w+W, ..., which DataLoader's round-robin returns in order. A worker
+reads a whole shard (webdataset's tar iterator) when its next batch first needs it and keeps only that shard,
+so each shard is read once per worker that has a batch in it (up to W times), and only the samples taken are
+decoded: resuming at batch k reads from the shard holding batch k on and decodes nothing before k.
 """
 from __future__ import annotations
 
@@ -107,6 +109,15 @@ class _Sequence:
         return out
 
 
+def train_draws(seed: int, epoch: int, rank: int, batch: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The augmentation draws of one train batch: crop offsets [n, 2] (x, y), flips [n], lighting alphas [n, 3]."""
+    rng = np.random.default_rng([seed, epoch, rank, batch])
+    xy = rng.integers(0, MAX_OFFSET + 1, size=(n, 2))
+    flip = rng.random(n) < 0.5
+    alpha = rng.normal(0.0, ALPHA_STD, size=(n, 3)).astype(np.float32)
+    return xy, flip, alpha
+
+
 class _ShardStream(IterableDataset):
     """Batches start..batches-1 of one rank and epoch, split round-robin across DataLoader workers."""
 
@@ -126,11 +137,9 @@ class _ShardStream(IterableDataset):
             yield self._train_batch(batch, j) if self.train else self._val_batch(batch)
 
     def _train_batch(self, batch, j: int):
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank, j])
         n = len(batch)
-        xy = rng.integers(0, MAX_OFFSET + 1, size=(n, 2))
-        flip = rng.random(n) < 0.5
-        alpha = torch.from_numpy(rng.normal(0.0, ALPHA_STD, size=(n, 3)).astype(np.float32))
+        xy, flip, alpha = train_draws(self.seed, self.epoch, self.rank, j, n)
+        alpha = torch.from_numpy(alpha)
         images = torch.empty((n, 3, CROP, CROP), dtype=torch.uint8)
         for i, (key, jpg, _, tar) in enumerate(batch):
             img = _decode(jpg, key, tar)

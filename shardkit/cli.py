@@ -5,6 +5,9 @@
 
 Errors the user can fix (DataError, ConfigError, click's bad-option errors) print `error: <message>` once
 (on rank 0 under torchrun) and exit with status 2; other exceptions are bugs and keep their traceback.
+Under torchrun, the launcher itself then prints its failure report (with a Python traceback of its own)
+whenever a rank exits non-zero; no child can prevent that short of exiting 0. A bug's traceback is recorded
+for that report (torch.distributed.elastic's `record`), so its root-cause entry shows it.
 """
 from __future__ import annotations
 
@@ -25,14 +28,27 @@ def is_rank_zero() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def fail(message: str) -> None:
-    """Print `error: message` (rank 0 only) and exit 2."""
+def print_error(message: str) -> None:
+    """`error: message` on stderr, on rank 0 only."""
     if is_rank_zero():
         click.echo(f"error: {message}", err=True)
+
+
+def fail(message: str) -> None:
+    """Print `error: message` (rank 0 only) and exit 2."""
+    print_error(message)
     sys.exit(EXIT_USER_ERROR)
 
 
 def run(command: click.Command, args: list[str] | None = None) -> None:
+    invoke = _invoke
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):  # under torchrun: a bug's traceback goes into its failure report
+        from torch.distributed.elastic.multiprocessing.errors import record
+        invoke = record(_invoke)
+    invoke(command, args)
+
+
+def _invoke(command: click.Command, args: list[str] | None) -> None:
     try:
         command.main(args=args, standalone_mode=False)
     except click.UsageError as e:  # bad option values: click's usage text, then the message

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import click
 import numpy as np
-from tqdm import tqdm
 
 from shardkit import imaging, sources
 from shardkit.errors import ConfigError, DataError
@@ -32,6 +31,7 @@ from shardkit.files import full_disk_as_error, remove_stale_partials, write_json
 from shardkit.format import MANIFEST, PackedSample, ShardWriter, file_sha256, index_path, pack_sample, read_json, \
     shard_name
 from shardkit.parallel import default_workers, ordered_map
+from shardkit.progress import progress
 
 SPLITS = ("train", "val")
 CHECKSUMS = ("bytes", "sha256", "index_bytes", "index_sha256")  # per shard, in the manifest as shard_<name>
@@ -161,7 +161,7 @@ def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tupl
         per_image = written / bar.n if written and bar.n else 0.1 * 3 * opts.size ** 2  # else: JPEG at ~10:1
         return int(per_image * (total - kept["images"]))
 
-    with tqdm(total=total, unit="img", desc=split, disable=total == 0, dynamic_ncols=True) as bar, \
+    with progress(total, split, enabled=total > 0) as bar, \
             full_disk_as_error(out, still_needed, doing=f"writing {split} shards"):
         for shard, fp in pending:
             writer = ShardWriter(out / shard.name)
@@ -173,8 +173,7 @@ def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tupl
                     if packed is None:
                         if opts.strict:
                             raise DataError(f"{src / item.path}: {reason} (--strict)")
-                        skipped.append({"path": item.path, "reason": reason})
-                        bar.write(f"skipped {item.path}: {reason}")
+                        skipped.append({"path": item.path, "reason": reason})  # listed once, in the summary
                         continue
                     writer.add_packed(packed)
             except BaseException:
@@ -246,18 +245,21 @@ def _convert(opts: Options, src: Path, out: Path, t0: float) -> dict:
     if "conversion" in previous:
         manifest["conversion"] = previous["conversion"]
     state = ShardState(out, verify=opts.verify)
-    converted = {}
+    converted, removed = {}, 0
     for split, listing in listings.items():
         if opts.strict and listing.skipped:
             s = listing.skipped[0]
             raise DataError(f"{src / s['path']}: {s['reason']} (--strict)")
         shards = plan_shards(split, listing.items, opts.shard_size, opts.seed)
         entry, converted[split] = convert_split(shards, opts, state)
+        if not entry["samples"]:
+            raise _no_images(src, split, listing, entry)
         entry["skipped"] = listing.skipped + entry["skipped"]
         entry.update({"ignored_files": listing.ignored, "seed": opts.seed if split == "train" else None,
                       "shard_size": opts.shard_size, "source": str(src)})
         manifest["splits"][split] = entry
         write_json(out / MANIFEST, manifest)  # after each split, so a later failure keeps this one
+        removed += remove_stale(out, split, entry["shards"], [s.name for s in shards])
 
     dt = time.perf_counter() - t0
     entries = [manifest["splits"][s] for s in listings]
@@ -275,11 +277,37 @@ def _convert(opts: Options, src: Path, out: Path, t0: float) -> dict:
         click.echo(f"verify: {len(state.remade)} finished shard(s) no longer matched their checksums and were made "
                    "again" + (": " + ", ".join(state.remade) if state.remade else ""))
     click.echo(f"done: {images} images ({per_split}) in {n_shards} shards, {n_skipped} skipped, {megabytes:.1f} MB, "
-               f"{dt:.1f} s, {n_converted / dt:.0f} images/s ({n_converted} converted this run)")
-    for e in entries:
+               f"{dt:.1f} s, {n_converted / dt:.0f} images/s ({n_converted} converted this run"
+               + (f", {removed} shards of an earlier run not in the manifest removed)" if removed else ")"))
+    for split, e in zip(listings, entries):
         for s in e["skipped"][:20]:
             click.echo(f"  skipped {s['path']}: {s['reason']}")
+        if len(e["skipped"]) > 20:
+            click.echo(f"  ... and {len(e['skipped']) - 20} more {split} files: manifest.json, splits.{split}.skipped")
     return manifest
+
+
+def _no_images(src: Path, split: str, listing: sources.Listing, entry: dict) -> DataError:
+    folder = sources.split_dir(src, split) or src
+    found = f"{len(listing.items)} image files, all unreadable" if listing.items else "no image files"
+    return DataError(f"{folder}: no convertible image in the {split} split ({found}, {listing.ignored} other files, "
+                     f"{len(entry['skipped'])} skipped); put JPEG/PNG images in its class folders, or leave the split "
+                     f"out with --splits")
+
+
+def remove_stale(out: Path, split: str, listed: list[str], planned: list[str]) -> int:
+    """Delete shards (and their index and state files) of `split` that an earlier run wrote and the manifest no
+    longer lists (e.g. after another --shard-size); returns how many tars went."""
+    removed = 0
+    for tar in out.glob(f"{split}-*.tar"):
+        if tar.name not in listed:
+            tar.unlink()
+            index_path(tar).unlink(missing_ok=True)
+            removed += 1
+    for state in (out / STATE_DIR).glob(f"{split}-*.json"):
+        if state.stem not in planned:
+            state.unlink()
+    return removed
 
 
 def _previous(out: Path, classes: list[str]) -> dict:

@@ -249,7 +249,7 @@ PCA_FIELDS = ("mean", "std", "cov", "eigval", "eigvec")
 
 
 def load_pca(path: Path) -> dict:
-    """pca.json (DESIGN.md: mean/std/cov/eigval/eigvec on the [0, 1] scale), checked for shape."""
+    """pca.json (docs/FORMAT.md: mean/std/cov/eigval/eigvec on the [0, 1] scale), checked for shape."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found; compute it with: python tools/compute_pca.py --shards {path.parent}")

@@ -1,4 +1,4 @@
-"""Find the images of an ImageNet tree and their labels, in every layout DESIGN.md lists.
+"""Find the images of an ImageNet tree and their labels, in every layout docs/FORMAT.md lists.
 
 train: SRC/train/<wnid>/*.JPEG, or Kaggle's SRC/ILSVRC/Data/CLS-LOC/train/<wnid>/*.JPEG
 val:   SRC/val/<wnid>/*.JPEG (class folders), or flat SRC/val/*.JPEG labelled by

@@ -19,13 +19,13 @@ from pathlib import Path
 import click
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from shardkit.errors import DataError
 from shardkit.files import atomic_write, full_disk_as_error, write_json
 from shardkit.format import MANIFEST, PCA, index_path, load_manifest, read_index, read_json, read_samples, \
     split_shards
 from shardkit.parallel import default_workers, ordered_map
+from shardkit.progress import progress
 
 CHUNK = 256  # samples per task: small enough to balance 2 workers on a few shards
 PAIRS = ((0, 1), (0, 2), (1, 2))
@@ -141,7 +141,7 @@ def sign_rule(vecs: np.ndarray) -> np.ndarray:
 
 
 def statistics(sums: Sums) -> dict:
-    """The DESIGN.md fields from exact sums (RGB order, [0, 1] scale)."""
+    """The docs/FORMAT.md fields from exact sums (RGB order, [0, 1] scale)."""
     m = sums.pixels
     if m == 0:
         raise DataError("no pixels: the train shards hold no images")
@@ -183,7 +183,7 @@ def compute(opts: Options) -> dict:
 
     total = Sums()
     work = partial(process_chunk, mean_image=opts.mean_image)
-    with tqdm(total=n, unit="img", desc="pca", dynamic_ncols=True) as bar:
+    with progress(n, "pca") as bar:
         for part, (_, samples) in zip(ordered_map(work, tasks, opts.workers, chunksize=1, ahead=2), tasks):
             total.merge(part)
             bar.update(len(samples))

@@ -19,11 +19,11 @@ from functools import partial
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 
 from shardkit.errors import DataError
 from shardkit.format import MANIFEST, file_sha256, index_path, load_manifest, read_index, read_samples
 from shardkit.parallel import default_workers, ordered_map
+from shardkit.progress import progress
 
 VERIFY_CMD = "python tools/verify_shards.py --shards {dir} --decode"
 
@@ -200,7 +200,7 @@ def check_shard(task: tuple[str, dict | None, int | None], *, decode: bool, size
 
 
 def verify(shards_dir: Path, *, decode: bool = False, workers: int | None = None,
-           splits: tuple[str, ...] | None = None, progress: bool = True) -> Report:
+           splits: tuple[str, ...] | None = None, show_progress: bool = True) -> Report:
     """Check every shard the manifest lists (of `splits`, default all); the report lists what is wrong."""
     t0 = time.perf_counter()
     shards_dir = Path(shards_dir)
@@ -220,14 +220,13 @@ def verify(shards_dir: Path, *, decode: bool = False, workers: int | None = None
             tasks.append((str(shards_dir / name), recorded.get(name), count))
     total = sum(t[1]["bytes"] + t[1]["index_bytes"] for t in tasks if t[1])
     work = partial(check_shard, decode=decode, size=manifest.get("size"), classes=len(manifest["classes"]))
-    with tqdm(total=total, unit="B", unit_scale=True, desc="verify", dynamic_ncols=True,
-              disable=not progress or None) as bar:  # None: only on a terminal
+    with progress(round(total / 1e6), "verify", unit="MB", enabled=show_progress) as bar:
         for problems, nbytes, samples in ordered_map(work, tasks, workers or default_workers(), chunksize=1,
                                                      ahead=2):
             report.problems += problems
             report.bytes += nbytes
             report.samples += samples
             report.shards += 1
-            bar.update(nbytes)
+            bar.update(nbytes / 1e6)
     report.seconds = time.perf_counter() - t0
     return report

@@ -5,6 +5,7 @@ import io
 import json
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,6 +16,16 @@ from shardkit.files import write_json
 from shardkit.format import MANIFEST, PCA, ShardWriter, shard_name
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def invoke(command, args: list[str]):
+    """Run a click command the way its `__main__` does (through shardkit.cli.run: `error:` lines, exit 2),
+    in-process; returns click's Result (exit_code, output)."""
+    from click.testing import CliRunner
+
+    from shardkit import cli
+
+    return CliRunner().invoke(click.Command("cli", callback=lambda: cli.run(command, args)), [])
 
 
 def convert(src: Path, out: Path, **kw) -> dict:

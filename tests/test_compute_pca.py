@@ -150,3 +150,27 @@ def test_cli_prints_summary(shards):
     r = subprocess.run([sys.executable, "tools/compute_pca.py", "--shards", str(shards / "missing")],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode != 0 and "manifest.json: not found" in r.stderr
+
+
+def test_failed_force_keeps_the_old_pca_json(shards, tmp_path):
+    copy = tmp_path / "forced"
+    shutil.copytree(shards, copy)
+    compute_pca.compute(compute_pca.Options(shards=str(copy), workers=1))
+    before = (copy / "pca.json").read_bytes()
+    tar = copy / "train-000001.tar"
+    idx = (copy / "train-000001.idx").read_text().splitlines()[2].split()
+    data = bytearray(tar.read_bytes())
+    data[int(idx[1]):int(idx[1]) + int(idx[2])] = b"\x00" * int(idx[2])  # one image no longer decodes
+    tar.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="does not decode"):
+        compute_pca.compute(compute_pca.Options(shards=str(copy), workers=1, force=True))
+    assert (copy / "pca.json").read_bytes() == before
+    assert sorted(p.name for p in copy.iterdir() if "pca" in p.name) == ["pca.json"]  # no temporary left over
+
+
+def test_piped_output_has_no_carriage_returns(shards):
+    r = subprocess.run([sys.executable, "tools/compute_pca.py", "--shards", str(shards), "--workers", "1", "--force",
+                        "--out", str(shards / "piped.json")], cwd=REPO, capture_output=True)  # bytes: keep \r
+    assert r.returncode == 0, r.stderr
+    assert b"\r" not in r.stdout + r.stderr and b"done:" in r.stdout
+    (shards / "piped.json").unlink()

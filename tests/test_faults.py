@@ -106,7 +106,7 @@ def test_flipped_byte_is_found_named_and_repaired(src, good, tmp_path):
     out = copy(good, tmp_path / "s")
     key, off, size = jpg_of(out, "train-000001.tar", 2)
     overwrite(out / "train-000001.tar", off + size // 2, bytes([(out / "train-000001.tar").read_bytes()[off + size // 2] ^ 0x55]))
-    bad = [p.line() for p in verify(out, progress=False).problems]
+    bad = [p.line() for p in verify(out, show_progress=False).problems]
     assert len(bad) == 1 and "train-000001.tar: SHA-256 differs" in bad[0]
     # a second sample whose JPEG start is broken: --decode names it
     key2, off2, _ = jpg_of(out, "val-000001.tar", 1)
@@ -125,7 +125,7 @@ def test_flipped_byte_is_found_named_and_repaired(src, good, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "2 finished shard(s) no longer matched" in r.stdout
     assert shard_files(out) == shard_files(good)
-    assert verify(out, decode=True, progress=False).problems == []
+    assert verify(out, decode=True, show_progress=False).problems == []
 
 
 # ---------------------------------------------------------------- garbage JPEG: both loaders name it
@@ -166,7 +166,7 @@ def test_broken_folder_fails_at_loader_start(good, tmp_path, backend):
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match=r"manifest\.json: lists train-000000\.tar more than once"):
         start(out)
-    assert any("lists train-000000.tar twice" in p.what for p in verify(out, progress=False).problems)
+    assert any("lists train-000000.tar twice" in p.what for p in verify(out, show_progress=False).problems)
 
 
 # ---------------------------------------------------------------- a full disk
@@ -380,7 +380,7 @@ def test_odd_source_names_are_cleaned_and_read_back_everywhere(tmp_path):
             seen = sum(len(y) for _, y in make_loader(out, split, 1, backend=backend, device="cpu", workers=1))
             assert seen == n, (split, backend)
         assert dali_index_samples(out, entry["shards"]) == n
-    assert verify(out, decode=True, progress=False).problems == []
+    assert verify(out, decode=True, show_progress=False).problems == []
     with pytest.raises(ValueError, match="whitespace"):
         pack_sample("a b", {"jpg": b"x"})
 

@@ -184,19 +184,18 @@ def test_source_layouts(tmp_path, layout, val_layout):
     manifest = convert(src, tmp_path / "out", **kw)
     assert manifest["splits"]["train"]["samples"] == info["train"] == 12
     assert manifest["splits"]["val"]["samples"] == info["val"] == 9
-    # same labels whatever the layout: compare with the demo's csv truth
-    plain = {}
-    for line in (src / "val_labels.txt").read_text().splitlines() if val_layout == "txt" else []:
-        name, wnid = line.split()
-        plain[Path(name).stem] = wnid
-    for key, members in all_samples(tmp_path / "out", "val").items():
-        wnid = manifest["classes"][int(members["cls"])]
-        if plain:
-            assert plain[key] == wnid
-    if val_layout == "folders":
-        for d in (src / "val").iterdir():
-            for f in d.iterdir():
-                assert manifest["classes"][int(all_samples(tmp_path / "out", "val")[f.stem]["cls"])] == d.name
+    # every val image has the label its source gives it, whatever the layout
+    if val_layout == "csv":
+        rows = (src / "LOC_val_solution.csv").read_text().splitlines()[1:]
+        truth = {row.split(",")[0]: row.split(",")[1].split()[0] for row in rows}
+    elif val_layout == "txt":
+        pairs = (line.split() for line in (src / "val_labels.txt").read_text().splitlines())
+        truth = {Path(name).stem: wnid for name, wnid in pairs}
+    else:
+        truth = {f.stem: d.name for d in (src / "val").iterdir() for f in d.iterdir()}
+    got = {key: manifest["classes"][int(m["cls"])] for key, m in all_samples(tmp_path / "out", "val").items()}
+    assert len(truth) == 9 and len(set(truth.values())) > 1  # a mix of classes, so a wrong mapping shows
+    assert got == truth
 
 
 def test_caffe_style_index_labels(tmp_path):
@@ -316,3 +315,40 @@ def test_shard_with_only_broken_files_is_left_out(tmp_path):
     assert not (tmp_path / "o" / "val-000001.tar").exists()
     again = convert(src, tmp_path / "o", shard_size=4)  # and a re-run knows that shard is done
     assert again["splits"]["val"] == val
+
+
+def test_split_without_images_is_an_error(tmp_path):
+    for wnid in ("n01440764", "n01443537"):
+        (tmp_path / "src" / "train" / wnid).mkdir(parents=True)
+        (tmp_path / "src" / "train" / wnid / "readme.txt").write_text("no images here")
+    r = run_cli("--src", str(tmp_path / "src"), "--out", str(tmp_path / "o"), "--splits", "train")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"error: {tmp_path / 'src' / 'train'}: no convertible image in the train split (no image files, " \
+           f"2 other files" in r.stderr, r.stderr
+
+
+def test_reshard_removes_shards_the_manifest_no_longer_lists(demo_tree, tmp_path):
+    out = tmp_path / "o"
+    r = run_cli("--src", str(demo_tree), "--out", str(out), "--shard-size", "10", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert len(list(out.glob("train-*.tar"))) == 6  # 56 train images
+    r = run_cli("--src", str(demo_tree), "--out", str(out), "--shard-size", "30", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    manifest = read_manifest(out)
+    for split in ("train", "val"):
+        on_disk = sorted(p.name for p in out.glob(f"{split}-*.tar"))
+        assert on_disk == manifest["splits"][split]["shards"]
+        assert sorted(p.name for p in out.glob(f"{split}-*.idx")) == [n[:-4] + ".idx" for n in on_disk]
+    assert sorted(p.name for p in (out / ".make_shards").iterdir()) == \
+        sorted(f"{n}.json" for s in ("train", "val") for n in manifest["splits"][s]["shards"])
+    assert "5 shards of an earlier run not in the manifest removed" in r.stdout  # 6 -> 2 train, 2 -> 1 val
+
+
+def test_piped_output_has_no_bars_and_lists_skipped_files_once(demo_tree, tmp_path):
+    r = subprocess.run([sys.executable, "tools/make_shards.py", "--src", str(demo_tree), "--out", str(tmp_path / "o"),
+                        "--workers", "1"], cwd=REPO, capture_output=True)  # bytes: text mode would turn \r into \n
+    assert r.returncode == 0, r.stderr
+    assert b"\r" not in r.stdout + r.stderr
+    text = (r.stdout + r.stderr).decode()
+    skipped = [line for line in text.splitlines() if line.strip().startswith("skipped ")]
+    assert len(skipped) == 4 and len(set(skipped)) == 4, text

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from model.alexnet import AlexNet, build_model
+from model.lrn import LRN
 from model.checkpoint import CheckpointError, check_arch, load_checkpoint, save_checkpoint
 from model.distributed import Dist
 from model.evaluate import evaluate
@@ -23,7 +24,7 @@ def test_parameter_count_and_shapes():
     layers = m.layers()
     assert [layers[f"conv{i}"].groups for i in range(1, 6)] == [1, 2, 1, 2, 2]
     assert [layers[f"conv{i}"].out_channels for i in range(1, 6)] == [96, 256, 384, 384, 256]
-    lrn = [x for x in m.features if isinstance(x, nn.LocalResponseNorm)]
+    lrn = [x for x in m.features if isinstance(x, LRN)]
     assert len(lrn) == 2 and all((x.size, x.alpha, x.beta, x.k) == (5, 1e-4, 0.75, 2.0) for x in lrn)
     pools = [x for x in m.features if isinstance(x, nn.MaxPool2d)]
     assert len(pools) == 3 and all((x.kernel_size, x.stride) == (3, 2) for x in pools)  # overlapping pooling
@@ -150,3 +151,19 @@ def test_evaluate_counts_every_image_once():
     dist = Dist(0, 0, 1, torch.device("cpu"))
     batches = [(torch.randn(b, 3, 8, 8), torch.zeros(b, dtype=torch.int64)) for b in (4, 4, 3)]
     assert evaluate(model, batches, dist)["images"] == 11
+
+
+def test_linear_scaling_and_warmup():
+    from model.schedule import scaled_lr, warmup_lr, warmup_start
+    assert scaled_lr(0.01, 1024, "linear") == pytest.approx(0.08)  # 0.01 at 128, x8
+    assert scaled_lr(0.01, 1024, "none") == 0.01
+    assert scaled_lr(0.01, 64, "linear") == pytest.approx(0.005)
+    with pytest.raises(ValueError, match="unknown lr scaling"):
+        scaled_lr(0.01, 128, "sqrt")
+    start = warmup_start(0.01, 0.08)
+    assert start == 0.01 and warmup_start(0.01, 0.01) == 0.0
+    ramp = [warmup_lr(0.08, s, 4, start) for s in range(6)]  # 4 warm-up steps, then the target
+    assert ramp == pytest.approx([0.0275, 0.045, 0.0625, 0.08, 0.08, 0.08])
+    assert all(a < b for a, b in zip(ramp[:4], ramp[1:4]))
+    assert warmup_lr(0.01, 0, 0) == 0.01  # no warm-up
+    assert [warmup_lr(0.01, s, 2) for s in range(3)] == pytest.approx([0.005, 0.01, 0.01])

@@ -54,6 +54,20 @@ def test_loss_goes_down(train_shards, tmp_path):
     assert min(e["top1_err"] for e in evals) <= 0.5  # chance is 0.75
     ckpt = load_checkpoint(run / "checkpoint.pt")  # weights_only load works on what train wrote
     assert ckpt["epoch"] == 3 and ckpt["arch"] == {"variant": "paper", "num_classes": 4}
+    info = ckpt["inference"]  # what model.predict / model.export need
+    pca = json.loads((train_shards / "pca.json").read_text())
+    assert info["classes"] == json.loads((train_shards / "manifest.json").read_text())["classes"]
+    assert (info["variant"], info["lrn"], info["mean"], info["std"]) == ("paper", "paper", pca["mean"], pca["std"])
+
+
+def test_linear_scaling_and_warmup_in_the_loop(train_shards, tmp_path):
+    """Batch 32 with linear scaling: base rate 0.04 * 32 / 128 = 0.01, reached step by step over one epoch
+    (5 steps of 32 of the 160 images, 3 of them run), from zero since scaling lowered the rate."""
+    train(cfg(train_shards, tmp_path, name="warm", lr=0.04, batch_size=32, lr_scaling="linear", warmup_epochs=1,
+              max_steps=3, epochs=2, limit_val=8))
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "warm" / "metrics.jsonl") if r["kind"] == "train"]
+    steps = 160 // 32
+    assert lrs == pytest.approx([0.01 * (s + 1) / steps for s in range(3)])
 
 
 @pytest.mark.parametrize("backend", ["dali", "torch"])

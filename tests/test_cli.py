@@ -1,0 +1,91 @@
+"""One error convention for every command-line tool: a user error prints one `error:` line and exits 2,
+without a traceback, also under torchrun (rank 0 only)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, write_shards
+
+
+def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def assert_user_error(r: subprocess.CompletedProcess, *words: str) -> str:
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert len(errors) == 1, r.stderr
+    for w in words:
+        assert w in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def no_pca(tmp_path_factory) -> Path:
+    gray = np.full((256, 256, 3), 128, np.uint8)
+    out = write_shards(tmp_path_factory.mktemp("no_pca"), {"train": [(gray, 0)] * 4, "val": [(gray, 1)] * 2}, 2)
+    (out / "pca.json").unlink()
+    return out
+
+
+COMMANDS = {
+    "compute_pca": ["tools/compute_pca.py", "--shards", "{shards}"],
+    "bench": ["-m", "pipeline.bench", "--shards", "{shards}", "--batch-size", "2"],
+    "preview": ["-m", "pipeline.preview", "--shards", "{shards}", "--out", "{tmp}/preview.png"],
+    "train": ["-m", "model.train", "--shards", "{shards}", "--runs", "{tmp}/runs", "--device", "cpu"],
+}
+
+
+@pytest.mark.parametrize("tool", sorted(COMMANDS))
+def test_missing_manifest(tool, tmp_path):
+    args = [a.format(shards=tmp_path / "nowhere", tmp=tmp_path) for a in COMMANDS[tool]]
+    assert_user_error(run(*args), "manifest.json: not found", "make_shards.py")
+
+
+@pytest.mark.parametrize("tool", ["bench", "preview", "train"])
+def test_missing_pca(tool, tmp_path, no_pca):
+    args = [a.format(shards=no_pca, tmp=tmp_path) for a in COMMANDS[tool]]
+    assert_user_error(run(*args), "pca.json: not found", "compute_pca.py")
+
+
+def test_evaluate_missing_checkpoint(tmp_path, no_pca):
+    assert_user_error(run("-m", "model.evaluate", "--shards", str(no_pca), "--checkpoint", str(tmp_path / "x.pt")),
+                      "x.pt: no checkpoint there")
+
+
+def test_click_usage_errors_exit_2(tmp_path):
+    r = run("tools/make_shards.py", "--src", str(tmp_path), "--shard-size", "0")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--shard-size" in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_prints_the_error_once(tmp_path):
+    r = run("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "model.train",
+            "--shards", str(tmp_path / "nowhere"), "--runs", str(tmp_path / "runs"), "--device", "cpu")
+    errors = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {tmp_path / 'nowhere' / 'manifest.json'}: not found; make shards first: "
+                      f"python tools/make_shards.py --src SRC --out {tmp_path / 'nowhere'}"], r.stderr
+    # torchrun's own failure report follows (it cannot be switched off); it shows both ranks' status 2
+    assert r.stderr.count("exitcode  : 2") == 2, r.stderr
+    assert "model/" not in r.stderr  # no traceback from our code
+
+
+def test_progress_off_a_terminal_prints_plain_periodic_lines(capsys):
+    from shardkit.progress import progress
+    with progress(4, "train", every=0.0) as bar:  # capsys: stderr is not a terminal
+        for _ in range(4):
+            bar.update()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == [f"train: {i}/4 img ({25 * i}%)" for i in range(1, 5)]
+    assert "eta" in lines[0] and "\r" not in "".join(lines)
+    with progress(4, "quiet", enabled=False, every=0.0) as bar:
+        bar.update(4)
+    assert capsys.readouterr().err == ""

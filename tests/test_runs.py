@@ -1,0 +1,93 @@
+"""model/runs.py: run folders are not overwritten by accident; resume checks the config; checkpoint files."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from model.checkpoint import CheckpointError, load_checkpoint
+from model.runs import (check_resume_config, config_changes, prepare_run_dir, resume_path, save_checkpoints,
+                        save_weights, write_config)
+from shardkit.errors import ConfigError
+
+
+def test_an_existing_run_is_refused_with_the_three_ways_on(tmp_path):
+    run = tmp_path / "alexnet"
+    prepare_run_dir(run, resume=False, overwrite=False)  # empty: fine
+    (run / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n')
+    with pytest.raises(ConfigError) as e:
+        prepare_run_dir(run, resume=False, overwrite=False)
+    assert all(w in str(e.value) for w in (str(run), "--resume", "--overwrite", "--name"))
+    assert (run / "metrics.jsonl").is_file()  # nothing lost
+    prepare_run_dir(run, resume=True, overwrite=False)
+    assert (run / "metrics.jsonl").is_file()
+    (run / "note.txt").write_text("mine")
+    prepare_run_dir(run, resume=False, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == ["note.txt"]  # only the run's own files go
+    with pytest.raises(ConfigError, match="contradict"):
+        prepare_run_dir(run, resume=True, overwrite=True)
+
+
+def test_resume_path_takes_a_folder_a_file_or_nothing(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    with pytest.raises(CheckpointError, match=f"no checkpoint at {run / 'last.pt'}"):
+        resume_path("", run)
+    (run / "last.pt").write_bytes(b"x")
+    (run / "epoch-002.pt").write_bytes(b"x")
+    assert resume_path("", run) == run / "last.pt"
+    assert resume_path(str(run), tmp_path / "other") == run / "last.pt"
+    assert resume_path(str(run / "epoch-002.pt"), run) == run / "epoch-002.pt"
+
+
+def test_resume_refuses_model_and_data_changes_and_records_the_rest(tmp_path):
+    saved = {"lr": 0.01, "epochs": 10, "batch_size": 128, "milestones": [3, 6], "name": "a", "resume": ""}
+    new = {"lr": 0.001, "epochs": 20, "batch_size": 128, "milestones": (3, 6), "name": "b", "resume": "x"}
+    assert config_changes(saved, new) == ({}, {"epochs": [10, 20], "lr": [0.01, 0.001]})
+    lines = []
+    accepted = check_resume_config(saved, new, tmp_path / "last.pt", echo=lines.append)
+    assert lines == ["resume: --epochs 10 -> 20", "resume: --lr 0.01 -> 0.001"] and len(accepted) == 2
+    with pytest.raises(ConfigError, match=r"--batch-size 128 \(now 256\).*another --name"):
+        check_resume_config(saved, {**new, "batch_size": 256}, tmp_path / "last.pt", echo=lines.append)
+    write_config(tmp_path, saved, {"torch": "x"})
+    write_config(tmp_path, new, {"torch": "y"}, step=40, changes=accepted)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["config"]["lr"] == 0.001
+    assert [h["step"] for h in config["history"]] == [0, 40]
+    assert config["history"][1]["changes"] == {"epochs": [10, 20], "lr": [0.01, 0.001]}
+
+
+def test_last_best_and_kept_epochs(tmp_path):
+    best = None
+    for epoch, err in ((1, 0.8), (2, 0.6), (3, 0.7), (4, 0.65)):
+        best = save_checkpoints(tmp_path, {"epoch": epoch, "w": torch.ones(2) * epoch}, epoch=epoch, top1_err=err,
+                                best=best, keep_every=2)
+    assert best == 0.6
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 4
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["best.pt", "epoch-002.pt", "epoch-004.pt", "last.pt"]
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_a_failed_write_keeps_the_previous_last(tmp_path, monkeypatch):
+    save_checkpoints(tmp_path, {"epoch": 1}, epoch=1, top1_err=None, best=None, keep_every=None)
+
+    def crash(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        save_checkpoints(tmp_path, {"epoch": 2}, epoch=2, top1_err=None, best=None, keep_every=None)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_weights_file_holds_only_what_inference_needs(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    path = save_weights(tmp_path, model.state_dict(), {"variant": "paper", "num_classes": 2}, ["n1", "n2"])
+    ckpt = load_checkpoint(path)
+    assert set(ckpt) == {"model", "arch", "classes"} and ckpt["classes"] == ["n1", "n2"]
+    torch.nn.Linear(3, 2).load_state_dict(ckpt["model"])
