@@ -1,5 +1,6 @@
 """Checkpoints: plain dicts of tensors and builtins from the unwrapped model, written atomically, read with
-weights_only=True (no pickled code is ever loaded)."""
+weights_only=True (no pickled code is ever loaded). A kill during a save leaves the previous checkpoint as it
+was (the next save removes the dead writer's temporary file); a full disk raises DiskFull, one line."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,16 +8,52 @@ from pathlib import Path
 import torch
 
 from shardkit.errors import DataError
-from shardkit.files import atomic_write
+from shardkit.files import atomic_write, full_disk_as_error, remove_stale_partials
 
 
 class CheckpointError(DataError):
     """A checkpoint is missing or does not fit the model asked for."""
 
 
+class _Writes:
+    """A file that remembers the OSError of a failed write: torch.save replaces it by a RuntimeError."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _nbytes(state) -> int:
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(_nbytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_nbytes(v) for v in state)
+    return 0
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_write(path) as f:
-        torch.save(state, f)
+    path = Path(path)
+    remove_stale_partials(path.parent)  # what a save killed with -9 left behind
+    with full_disk_as_error(path.parent, lambda: _nbytes(state), doing=f"writing {path.name}"):
+        with atomic_write(path) as f:
+            out = _Writes(f)
+            try:
+                torch.save(state, out)
+            except RuntimeError:
+                if out.error is not None:
+                    raise out.error from None
+                raise
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -7,7 +7,9 @@ When one rank fails, the others do not wait on a collective that will never comp
 its 10-minute timeout): the failing rank writes what went wrong into the rendezvous store, and a watchdog
 thread on every rank polls that key and ends its process within about a second, with the failed rank's exit
 status (2 for a user error, 1 for a bug). Rank 0 prints the failed rank's `error:` line; a user error that
-all ranks hit (a missing file) is still printed once.
+all ranks hit (a missing file) is still printed once. A rank killed outright (kill -9, out of memory) cannot
+publish: gloo then fails the others' next collective at once ("Connection reset/closed by peer"), which
+distributed() turns into RankLost, one line that says so and how to go on.
 """
 from __future__ import annotations
 
@@ -27,6 +29,11 @@ from shardkit.errors import ConfigError, DataError
 
 FAILED = "failed"   # store key: {"rank", "code", "message"} of the first rank that failed
 POLL_S = 0.25
+PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused")
+
+
+class RankLost(RuntimeError):
+    """Another process of the run stopped without a word (killed); this one cannot go on alone."""
 
 
 @dataclass(frozen=True)
@@ -134,8 +141,14 @@ def distributed(device: str = "cuda"):
     try:
         yield Dist(rank, local, world, dev)
     except BaseException as e:
+        if world > 1 and isinstance(e, RuntimeError) and any(s in str(e) for s in PEER_GONE):
+            e = RankLost(f"rank {rank} of {world}: another rank stopped (its connection closed: "
+                         f"{str(e).splitlines()[0][:160]}); the run stops here: look at the other ranks' output "
+                         "for why, then continue from the last checkpoint with --resume")
         if watchdog is not None:
             watchdog.publish(e)
+        if isinstance(e, RankLost):
+            raise e from None
         raise
     finally:
         if watchdog is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from shardkit.files import atomic_write
+from shardkit.files import atomic_write, full_disk_as_error
 
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
@@ -61,8 +61,7 @@ class RunLog:
                 record["eta_s"] = round((self.epochs - epoch) * (now - t_first) / (epoch - e_first), 1)
         if self.cuda:
             record["peak_gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self._append((json.dumps(record) + "\n").encode())
         if self.tb is not None and "step" in values:
             for k, v in record.items():
                 if k not in NOT_SCALARS and isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -70,6 +69,19 @@ class RunLog:
             self.tb.flush()
         self.echo(f"[{kind}] " + " ".join(f"{k}={_fmt(k, v)}" for k, v in record.items() if k not in ("kind", "time")))
         return record
+
+    def _append(self, line: bytes) -> None:
+        """One whole line or none: on a full disk the file is cut back and DiskFull names the folder."""
+        with full_disk_as_error(self.dir, len(line), doing=f"appending to {self.path.name}"), \
+                open(self.path, "ab", buffering=0) as f:  # unbuffered: nothing left to flush after a failure
+            end = f.seek(0, 2)
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[f.write(view):]
+            except OSError:
+                f.truncate(end)  # metrics.jsonl stays one JSON object per line
+                raise
 
     def close(self) -> None:
         if self.tb is not None:

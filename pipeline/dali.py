@@ -20,6 +20,7 @@ from nvidia.dali import fn, pipeline_def, types
 from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, TEN_CROP_ANCHORS, ShardSpec, epoch_plan
 from shardkit.errors import DataError
 from shardkit.format import index_path
+from shardkit.verify import VERIFY_CMD, bad_sample_error, find_bad_sample
 
 LABEL_BYTES = 8                      # widest .cls member accepted (8 decimal digits)
 HW_DECODER_LOAD = 0.65               # share of images sent to the hardware JPEG decoder (A100/H100 have one)
@@ -182,8 +183,7 @@ class DaliLoader:
             else:
                 images, raw, *draws = self._pipe.run()
         except RuntimeError as e:
-            raise DataError(f"DALI failed reading {self.spec.shards_dir} ({self.spec.split}): "
-                            f"{_error_line(e)}") from None
+            raise self._run_error(e) from None
         labels = torch.from_numpy(parse_labels(np.array(raw.as_tensor()), str(self.spec.shards_dir)))
         if draws:
             self.params = _draws(*draws, n=n, size=self.spec.size)
@@ -191,6 +191,16 @@ class DaliLoader:
             return torch.from_numpy(np.asarray(images.as_tensor())), labels
         out = torch.from_dlpack(images.as_tensor())  # waits on DALI's stream in torch's stream if they differ
         return out, labels.pin_memory().to(self.device, non_blocking=True)
+
+    def _run_error(self, e: RuntimeError) -> DataError:
+        """DALI names neither the shard nor the sample that failed: look for a sample that does not decode
+        in this split's shards (those whose checksum changed first) and name it."""
+        self._pipe = None  # a pipeline that raised is not reused
+        bad = find_bad_sample(list(self.spec.tars), size=self.spec.size, classes=len(self.spec.classes))
+        if bad is not None:
+            return bad_sample_error(*bad)
+        return DataError(f"DALI failed reading {self.spec.shards_dir} ({self.spec.split}): {_error_line(e)}; "
+                         f"check the shards with: {VERIFY_CMD.format(dir=self.spec.shards_dir)}")
 
 
 def _draws(pos, mirror, alpha, jpegs, *, n: int, size: int) -> dict:

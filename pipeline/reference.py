@@ -28,10 +28,11 @@ from pipeline.augment import lighting_offset, normalize, ten_crop
 from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, ShardSpec, epoch_plan
 from shardkit.errors import DataError
 from shardkit.format import index_path, read_index
+from shardkit.verify import bad_sample_error
 
 
-def read_sample(f, tar, key: str, members: dict[str, tuple[int, int]]) -> tuple[str, bytes, int]:
-    """One sample (key, jpg bytes, label), read by offset from the open tar `f` through its DALI index entry.
+def read_sample(f, tar, key: str, members: dict[str, tuple[int, int]]) -> tuple[str, bytes, int, str]:
+    """One sample (key, jpg bytes, label, shard path), read by offset from the open tar `f` through its DALI index entry.
     The one place where the reference loader reads shard bytes."""
     try:
         (jpg_off, jpg_size), (cls_off, cls_size) = members["jpg"], members["cls"]
@@ -43,14 +44,14 @@ def read_sample(f, tar, key: str, members: dict[str, tuple[int, int]]) -> tuple[
         raise DataError(f"{tar}: sample {key}: bad .jpg/.cls ({e!r})") from None
     if len(jpg) != jpg_size:
         raise DataError(f"{tar}: sample {key}: truncated .jpg; re-make it with tools/make_shards.py")
-    return key, jpg, label
+    return key, jpg, label, str(tar)
 
 
-def _decode(jpg: bytes, key: str) -> np.ndarray:
+def _decode(jpg: bytes, key: str, tar: str) -> np.ndarray:
     try:
         return np.asarray(Image.open(io.BytesIO(jpg)).convert("RGB"))
-    except Exception as e:
-        raise DataError(f"sample {key}: .jpg does not decode ({type(e).__name__}: {e})") from None
+    except Exception as e:  # Pillow raises many types for bad bytes; all mean the same here
+        raise bad_sample_error(tar, key, f".jpg does not decode ({type(e).__name__}: {e})") from None
 
 
 def _chw(arr: np.ndarray) -> torch.Tensor:
@@ -163,8 +164,8 @@ class _ShardStream(IterableDataset):
         xy, flip, alpha = train_draws(self.seed, self.epoch, self.rank, j, n)
         alpha = torch.from_numpy(alpha)
         images = torch.empty((n, 3, CROP, CROP), dtype=torch.uint8)
-        for i, (key, jpg, _) in enumerate(batch):
-            img = _decode(jpg, key)
+        for i, (key, jpg, _, tar) in enumerate(batch):
+            img = _decode(jpg, key, tar)
             if self.augment:
                 x, y = xy[i]
                 img = img[y:y + CROP, x:x + CROP]
@@ -173,13 +174,24 @@ class _ShardStream(IterableDataset):
             else:
                 img = _centre(img)
             images[i] = _chw(img)
-        labels = torch.tensor([lab for _, _, lab in batch], dtype=torch.int64)
+        labels = torch.tensor([lab for _, _, lab, _ in batch], dtype=torch.int64)
         return images, labels, (alpha if self.augment else None)
 
     def _val_batch(self, batch):
-        images = torch.stack([_chw(_decode(jpg, key)) for key, jpg, _ in batch])
-        labels = torch.tensor([lab for _, _, lab in batch], dtype=torch.int64)
+        images = torch.stack([_chw(_decode(jpg, key, tar)) for key, jpg, _, tar in batch])
+        labels = torch.tensor([lab for _, _, lab, _ in batch], dtype=torch.int64)
         return images, labels, None
+
+
+def _worker_errors(loader):
+    """Iterate `loader`, re-raising a worker's DataError with its own message (DataLoader prefixes the worker's
+    whole traceback, which would bury the line that names the shard and the sample)."""
+    try:
+        yield from loader
+    except DataError as e:
+        lines = str(e).splitlines()
+        tail = [ln.split("DataError: ", 1)[1] for ln in lines if "DataError: " in ln]
+        raise DataError(tail[-1] if tail else str(e)) from None
 
 
 class ReferenceLoader:
@@ -215,7 +227,7 @@ class ReferenceLoader:
                             prefetch_factor=4 if workers else None,
                             multiprocessing_context=_worker_context() if workers else None,
                             generator=torch.Generator())  # leave the global RNG (dropout's) untouched
-        for images, labels, alpha in loader:
+        for images, labels, alpha in _worker_errors(loader):
             images = images.to(self.device, non_blocking=True)
             offset = None if alpha is None else lighting_offset(alpha.to(self.device), self.eigval, self.eigvec)
             if not self.train:

@@ -7,8 +7,14 @@ being cut into shards of `shard_size`; val keeps sorted order. Worker processes 
 in order, so the bytes do not depend on `workers`. A shard is written under a temporary name and renamed
 when complete, with a state file under OUT/.make_shards/; a re-run keeps finished shards and does the rest.
 Files that cannot be decoded are skipped and listed in the manifest (fatal with `strict`).
+
 The source is an extracted tree (`src`) or the official archives, read in place (shardkit.inputs decides per
 split, shardkit.archives lists them; the shards are byte-identical either way).
+
+Each shard's size and SHA-256 (tar and index) are recorded in its state file and in the manifest, computed
+while writing. With `verify`, a finished shard is kept only if its files still have those sizes and hashes;
+any other is made again (shardkit/verify.py finds them; this repairs them). A full disk stops with one line
+(shardkit.files.DiskFull) and keeps every finished shard; the re-run after freeing space completes them.
 """
 from __future__ import annotations
 
@@ -24,12 +30,14 @@ import numpy as np
 
 from shardkit import archives, imaging, inputs, sources
 from shardkit.errors import ConfigError, DataError
-from shardkit.files import write_json
-from shardkit.format import MANIFEST, PackedSample, ShardWriter, index_path, pack_sample, read_json, shard_name
+from shardkit.files import full_disk_as_error, remove_stale_partials, write_json
+from shardkit.format import MANIFEST, PackedSample, ShardWriter, file_sha256, index_path, pack_sample, read_json, \
+    shard_name
 from shardkit.parallel import default_workers, ordered_map
 from shardkit.progress import progress
 
 SPLITS = ("train", "val")
+CHECKSUMS = ("bytes", "sha256", "index_bytes", "index_sha256")  # per shard, in the manifest as shard_<name>
 STATE_DIR = ".make_shards"
 FORMAT_VERSION = 1  # bump when the bytes written for the same options change
 
@@ -49,6 +57,7 @@ class Options:
     train_archive: str | None = None  # ILSVRC2012_img_train.tar
     val_archive: str | None = None    # ILSVRC2012_img_val.tar
     devkit: str | None = None         # ILSVRC2012_devkit_t12.tar.gz or its folder
+    verify: bool = False  # re-hash finished shards and re-make those whose bytes changed
 
 
 @dataclass
@@ -65,7 +74,7 @@ class Shard:
         """Changes whenever the bytes of this shard would: its items, labels, keys and encoding options."""
         h = hashlib.sha256(json.dumps([FORMAT_VERSION, opts.size, opts.quality]).encode())
         for it in self.items:
-            h.update(f"{it.path}\0{it.label}\0{it.key}\n".encode())
+            h.update(f"{it.path}\0{it.label}\0{it.key}\n".encode("utf-8", "surrogateescape"))
         return h.hexdigest()
 
 
@@ -100,8 +109,10 @@ def convert_item(job: tuple[str | tuple[str, int, int], str, int], size: int,
 class ShardState:
     """OUT/.make_shards/<shard>.json: written last, so its presence (with a matching fingerprint) means done."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, verify: bool = False):
         self.dir = out / STATE_DIR
+        self.verify = verify
+        self.remade: list[str] = []  # finished shards whose files no longer matched their state (verify)
 
     def done(self, shard: Shard, fingerprint: str) -> dict | None:
         path = self.dir / f"{shard.name}.json"
@@ -116,8 +127,13 @@ class ShardState:
         if state.get("tar") is None:  # a shard whose files were all skipped
             return state if state.get("samples") == 0 else None
         tar_path = self.dir.parent / Path(state["tar"]).name
-        if not tar_path.is_file() or tar_path.stat().st_size != state.get("bytes") or \
-                not tar_path.with_suffix(".idx").is_file():
+        idx = index_path(tar_path)
+        if not tar_path.is_file() or tar_path.stat().st_size != state.get("bytes") or not idx.is_file() or \
+                idx.stat().st_size != state.get("index_bytes", idx.stat().st_size):
+            return None
+        if self.verify and (file_sha256(tar_path) != state.get("sha256") or
+                            file_sha256(idx) != state.get("index_sha256")):
+            self.remade.append(tar_path.name)  # changed (or made before checksums were recorded): made again
             return None
         return state
 
@@ -145,7 +161,16 @@ def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tupl
     work = partial(convert_item, size=opts.size, quality=opts.quality)
     jobs = ((it.where or str(src / it.path), it.key, it.label) for shard, _ in pending for it in shard.items)
     outputs = ordered_map(work, jobs, opts.workers, initializer=_worker_init)
-    with progress(total, split, enabled=total > 0) as bar:
+    kept = {"images": 0, "bytes": 0}  # committed by this run, for the estimate of a full disk
+    writer = None
+
+    def still_needed() -> int:
+        written = kept["bytes"] + (writer.bytes_written if writer else 0)
+        per_image = written / bar.n if written and bar.n else 0.1 * 3 * opts.size ** 2  # else: JPEG at ~10:1
+        return int(per_image * (total - kept["images"]))
+
+    with progress(total, split, enabled=total > 0) as bar, \
+            full_disk_as_error(out, still_needed, doing=f"writing {split} shards"):
         for shard, fp in pending:
             writer = ShardWriter(out / shard.name)
             skipped = []
@@ -164,16 +189,20 @@ def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tupl
                 outputs.close()
                 raise
             if writer.samples:
-                tar, nbytes = shard.name, writer.commit()
+                tar, _ = shard.name, writer.commit()
+                sums = writer.checksums
             else:  # every file of this shard was skipped: no empty tar (DALI refuses empty indexes)
                 writer.abort()
-                tar, nbytes = None, 0
-            results[shard.index] = {"tar": tar, "fingerprint": fp, "samples": writer.samples,
-                                    "bytes": nbytes, "skipped": skipped}
+                tar, sums = None, {"bytes": 0}
+            results[shard.index] = {"tar": tar, "fingerprint": fp, "samples": writer.samples, **sums,
+                                    "skipped": skipped}
             state.save(shard, results[shard.index])
+            kept["images"] += len(shard.items)
+            kept["bytes"] += sums["bytes"]
     done = [results[s.index] for s in shards if results[s.index]["samples"]]
     skipped = [s for shard in shards for s in results[shard.index]["skipped"]]
     entry = {"shards": [d["tar"] for d in done], "shard_samples": [d["samples"] for d in done],
+             **{f"shard_{k}": [d.get(k) for d in done] for k in CHECKSUMS},
              "samples": sum(d["samples"] for d in done), "bytes": sum(d["bytes"] for d in done),
              "skipped": skipped}
     return entry, total
@@ -199,6 +228,13 @@ def convert(opts: Options) -> dict:
     t0 = time.perf_counter()
     out = Path(opts.out)
     check_out(out)
+    with full_disk_as_error(out, doing="writing the manifest"):
+        return _convert(opts, out, t0)
+
+
+def _convert(opts: Options, out: Path, t0: float) -> dict:
+    for folder in (out, out / STATE_DIR):  # temporary files of a run killed with -9
+        remove_stale_partials(folder)
     found = inputs.resolve(opts.src, splits=opts.splits, train_archive=opts.train_archive,
                            val_archive=opts.val_archive, devkit=opts.devkit, val_labels=opts.val_labels,
                            workers=opts.workers)
@@ -215,7 +251,7 @@ def convert(opts: Options) -> dict:
         manifest["conversion"] = previous["conversion"]
     if found.class_names or "class_names" in previous:  # words of each class, for tools that show classes
         manifest["class_names"] = found.class_names or previous["class_names"]
-    state = ShardState(out)
+    state = ShardState(out, verify=opts.verify)
     converted, removed = {}, 0
     for split, listing in listings.items():
         if opts.strict and listing.skipped:
@@ -245,6 +281,9 @@ def convert(opts: Options) -> dict:
     n_shards = sum(len(e["shards"]) for e in entries)
     n_skipped = sum(len(e["skipped"]) for e in entries)
     megabytes = sum(e["bytes"] for e in entries) / 1e6
+    if opts.verify:
+        click.echo(f"verify: {len(state.remade)} finished shard(s) no longer matched their checksums and were made "
+                   "again" + (": " + ", ".join(state.remade) if state.remade else ""))
     click.echo(f"done: {images} images ({per_split}) in {n_shards} shards, {n_skipped} skipped, {megabytes:.1f} MB, "
                f"{dt:.1f} s, {n_converted / dt:.0f} images/s ({n_converted} converted this run"
                + (f", {removed} shards of an earlier run not in the manifest removed)" if removed else ")") + indexed)

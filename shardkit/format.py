@@ -7,6 +7,7 @@ Only the standard library is used here, so every stage can import it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import tarfile
 from contextlib import ExitStack
@@ -21,7 +22,20 @@ MANIFEST = "manifest.json"
 PCA = "pca.json"
 INDEX_VERSION = "v1.2"  # the format of DALI's wds2idx, read by fn.readers.webdataset
 BLOCK, RECORD = 512, 10240  # tar block and record sizes
+ENCODING = "utf-8"  # of member names, in the PAX headers and in the index
 
+
+def key_problem(key: str) -> str | None:
+    """Why `key` cannot be a sample key, or None. A key is one token of the space-separated index (no
+    whitespace, Unicode's included, since str.split() splits there too), ends at its first dot in webdataset's
+    member names (no dot), is a file name (no slash) and is printable text that encodes (no control
+    characters, no undecodable file-name bytes). shardkit.sources.sample_key makes file names into such keys."""
+    if not key:
+        return "empty"
+    bad = sorted({c for c in key if c in "./" or c.isspace() or not c.isprintable()})
+    if bad:
+        return "holds " + " ".join(repr(c) for c in bad)
+    return None
 
 
 def shard_name(split: str, index: int) -> str:
@@ -54,13 +68,14 @@ def pack_sample(key: str, members: dict[str, bytes]) -> PackedSample:
 
     Done in the converting worker, so the process that writes the shard only concatenates.
     """
-    if "." in key or "/" in key or not key:
-        raise ValueError(f"bad sample key {key!r}: keys must be non-empty, with no dot or slash")
+    problem = key_problem(key)
+    if problem:  # a bug upstream: sources.sample_key cleans every file name
+        raise ValueError(f"bad sample key {key!r} ({problem}): keys are printable, with no whitespace, dot or slash")
     parts, entries, pos = [], [], 0
     for ext, payload in members.items():
         info = tarfile.TarInfo(f"{key}.{ext}")
         info.size, info.mtime, info.mode = len(payload), 0, 0o444
-        header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        header = info.tobuf(tarfile.PAX_FORMAT, ENCODING, "strict")
         padding = b"\0" * (-len(payload) % BLOCK)
         entries.append((ext, pos + len(header), len(payload), info.name))
         parts += [header, payload, padding]
@@ -72,39 +87,62 @@ class ShardWriter:
     """One WebDataset tar plus its DALI index, written under temporary names and renamed by `commit()`.
 
     The index lists, per sample, `ext offset size name` for each member (DALI's wds2idx format v1.2).
+    Size and SHA-256 of both files are computed from the bytes as they are written (`checksums` after commit),
+    so recording them costs no second read.
     """
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self._files = ExitStack()
         self._file = self._files.enter_context(atomic_write(self.path))
+        self._sha = hashlib.sha256()
         self._offset = 0
         self._index: list[str] = []
         self.samples = 0
+        self.checksums: dict | None = None  # {"bytes", "sha256", "index_bytes", "index_sha256"} after commit
 
     def add(self, key: str, members: dict[str, bytes]) -> None:
         self.add_packed(pack_sample(key, members))
 
     def add_packed(self, sample: PackedSample) -> None:
-        self._file.write(sample.blob)
-        self._index.append(" ".join(f"{ext} {self._offset + off} {size} {name}"
-                                    for ext, off, size, name in sample.entries))
-        self._offset += len(sample.blob)
+        line = " ".join(f"{ext} {self._offset + off} {size} {name}" for ext, off, size, name in sample.entries)
+        if len(line.split()) != 4 * len(sample.entries):  # never write an index that read_index (or DALI) rejects
+            raise ValueError(f"{self.path}: sample {sample.entries[0][3]!r} would break its index line {line!r}")
+        self._write(sample.blob)
+        self._index.append(line)
         self.samples += 1
+
+    @property
+    def bytes_written(self) -> int:
+        return self._offset
+
+    def _write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._sha.update(data)
+        self._offset += len(data)
 
     def commit(self) -> int:
         """Finish the tar, move its index and then the tar into place; return the tar's size in bytes."""
         end = 2 * BLOCK  # end-of-archive: two zero blocks, then padding to a whole record (as tarfile does)
         end += -(self._offset + end) % RECORD
-        self._file.write(b"\0" * end)
-        with atomic_write(index_path(self.path), "w") as f:
-            f.write(f"{INDEX_VERSION} {len(self._index)}\n" + "".join(line + "\n" for line in self._index))
+        self._write(b"\0" * end)
+        index = (f"{INDEX_VERSION} {len(self._index)}\n" + "".join(line + "\n" for line in self._index)).encode(ENCODING)
+        with atomic_write(index_path(self.path)) as f:
+            f.write(index)
         self._files.close()  # flush, fsync, rename the tar
-        return self._offset + end
+        self.checksums = {"bytes": self._offset, "sha256": self._sha.hexdigest(),
+                          "index_bytes": len(index), "index_sha256": hashlib.sha256(index).hexdigest()}
+        return self._offset
 
     def abort(self) -> None:
         """Drop the unfinished tar (its temporary file is removed; nothing under the final name changes)."""
         self._files.__exit__(DataError, DataError("aborted"), None)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in large blocks (hashing runs at about disk speed)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def iter_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -155,6 +193,10 @@ def split_shards(shards_dir: Path, split: str, manifest: dict | None = None) -> 
         raise DataError(f"{shards_dir / MANIFEST}: no {split!r} shards (splits present: {have}); "
                         f"make them with: python tools/make_shards.py --splits {split} --out {shards_dir}")
     paths = [shards_dir / name for name in entry["shards"]]
+    twice = sorted({name for name in entry["shards"] if entry["shards"].count(name) > 1})
+    if twice:  # its samples would be read twice an epoch
+        raise DataError(f"{shards_dir / MANIFEST}: lists {', '.join(twice)} more than once in {split!r}; "
+                        f"re-run tools/make_shards.py --out {shards_dir} to rewrite the manifest")
     for p in paths:
         if not p.is_file():
             raise DataError(f"{p}: listed in {shards_dir / MANIFEST} but missing")
@@ -168,7 +210,7 @@ def read_index(idx: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
     """[(key, {ext: (offset, size)})] from a DALI index, for random access into its tar."""
     idx = Path(idx)
     try:
-        lines = idx.read_text().splitlines()
+        lines = idx.read_text(ENCODING).splitlines()
         version, count = lines[0].split()
         if version != INDEX_VERSION:
             raise ValueError(f"version {version}, expected {INDEX_VERSION}")
@@ -195,7 +237,7 @@ def read_samples(tar: Path | str, samples: list[tuple[str, int, int]]) -> Iterat
 def read_index_count(idx: Path) -> int:
     """Number of samples in a shard, from the first line of its DALI index."""
     try:
-        version, count = Path(idx).read_text().split("\n", 1)[0].split()
+        version, count = Path(idx).read_text(ENCODING).split("\n", 1)[0].split()
         if version != INDEX_VERSION:
             raise ValueError(f"version {version}, expected {INDEX_VERSION}")
         return int(count)

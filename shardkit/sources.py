@@ -37,7 +37,7 @@ class SourceError(DataError):
 class Item:
     path: str   # relative to SRC, with forward slashes
     label: int
-    key: str    # sample key in the shards: the file stem, dots replaced
+    key: str    # sample key in the shards: the file stem, cleaned by sample_key
     where: tuple[str, int, int] | None = None  # (archive file, offset, size) when the bytes are in an archive
 
 
@@ -49,8 +49,11 @@ class Listing:
 
 
 def sample_key(filename: str) -> str:
+    """The file stem with every character a key cannot hold (shardkit.format.key_problem: dots, whitespace,
+    control characters, undecodable bytes) replaced by '_'; non-ASCII letters are kept. Two files whose keys
+    come out equal are a collision: the second is skipped and listed (see _add)."""
     stem = filename.rsplit(".", 1)[0] if "." in filename else filename
-    return stem.replace(".", "_")
+    return "".join("_" if c in "./" or c.isspace() or not c.isprintable() else c for c in stem) or "_"
 
 
 def is_image_name(name: str) -> bool:

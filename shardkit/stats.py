@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from shardkit.errors import DataError
-from shardkit.files import atomic_write, write_json
+from shardkit.files import atomic_write, full_disk_as_error, write_json
 from shardkit.format import MANIFEST, PCA, index_path, load_manifest, read_index, read_json, read_samples, \
     split_shards
 from shardkit.parallel import default_workers, ordered_map
@@ -191,13 +191,15 @@ def compute(opts: Options) -> dict:
     dt = time.perf_counter() - t0
     stats.update({"source": source, "subset": bool(opts.max_images), "seconds": round(dt, 3),
                   "created_by": "tools/compute_pca.py", "decoder": f"opencv {cv2.__version__}"})
-    if opts.mean_image:
-        mean_img = (total.pixel_sum[:, :, list(BGR_TO_RGB)] / (255.0 * total.images)).astype(np.float32)
-        npy = out.with_name("mean_image.npy")
-        with atomic_write(npy) as f:
-            np.save(f, mean_img)
-        stats["mean_image"] = npy.name
-    write_json(out, stats)
+    needed = 4096 + (total.pixel_sum.size * 4 if opts.mean_image else 0)  # pca.json + the float32 mean image
+    with full_disk_as_error(out.parent, needed, doing=f"writing {out.name}"):
+        if opts.mean_image:
+            mean_img = (total.pixel_sum[:, :, list(BGR_TO_RGB)] / (255.0 * total.images)).astype(np.float32)
+            npy = out.with_name("mean_image.npy")
+            with atomic_write(npy) as f:
+                np.save(f, mean_img)
+            stats["mean_image"] = npy.name
+        write_json(out, stats)
 
     np.set_printoptions(precision=4, suppress=True)
     click.echo(f"eigval {np.array(stats['eigval'])}  (fb.resnet.torch on ImageNet: [0.2175 0.0188 0.0045])")

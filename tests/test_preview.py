@@ -30,8 +30,8 @@ def test_reference_draws_are_the_loaders(demo_shards):
     spec = read_spec(demo_shards, "train")
     images, labels, d = reference_batch(demo_shards, 6, seed=1)
     samples = _Sequence(spec, True, 1, 0).take(0, 6)  # the batch's samples: epoch 0, rank 0's share
-    assert [lab for _, _, lab in samples] == labels.tolist()
-    for i, (_, jpg, _) in enumerate(samples):
+    assert [lab for _, _, lab, _ in samples] == labels.tolist()
+    for i, (_, jpg, _, _) in enumerate(samples):  # (key, jpeg, label, shard)
         assert torch.allclose(images[i], reference_maths(jpg, d["xy"][i], d["flip"][i], d["alpha"][i], spec)[0],
                               atol=1e-5)
 

@@ -6,7 +6,8 @@
     python tools/make_shards.py --src demo/imagenet --out shards/ --splits train,val --shard-size 200
 
 A thin command over shardkit.convert (how the conversion works is described there). Re-running keeps
-finished shards and converts the rest; the bytes do not depend on --workers.
+finished shards and converts the rest; the bytes do not depend on --workers. With --verify, finished shards
+are re-hashed and any whose bytes changed is made again (the repair after tools/verify_shards.py finds one).
 """
 from __future__ import annotations
 
@@ -40,13 +41,15 @@ default = partial(cli.default, Options)
 @click.option("--seed", default=default("seed"), show_default=True, help="Seed of the global train shuffle.")
 @click.option("--val-labels", type=click.Path(path_type=Path), help="Labels of a flat val folder (LOC_val_solution.csv or 'filename wnid').")
 @click.option("--strict", is_flag=True, help="Stop at the first file that cannot be decoded.")
+@click.option("--verify", is_flag=True, help="Re-hash finished shards; re-make those whose size or SHA-256 changed.")
 def main(src, train_archive, val_archive, devkit, out, splits, size, quality, shard_size, workers, seed, val_labels,
-         strict):
+         strict, verify):
     """Convert ImageNet (a tree or the official archives) to 256x256 WebDataset shards (see docs/FORMAT.md)."""
     opts = Options(src=src and str(src), train_archive=train_archive and str(train_archive),
-                   val_archive=val_archive and str(val_archive), devkit=devkit and str(devkit), out=str(out), splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
+                   val_archive=val_archive and str(val_archive), devkit=devkit and str(devkit), out=str(out),
+                   splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
                    size=size, quality=quality, shard_size=shard_size, workers=workers, seed=seed,
-                   val_labels=val_labels and str(val_labels), strict=strict)
+                   val_labels=val_labels and str(val_labels), strict=strict, verify=verify)
     click.echo("options: " + json.dumps(asdict(opts)))
     convert(opts)
 
