@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from shardkit.errors import DataError
-from shardkit.files import atomic_write, write_json
+from shardkit.files import atomic_write
 
 MANIFEST = "manifest.json"
 PCA = "pca.json"

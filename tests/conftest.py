@@ -28,6 +28,23 @@ def invoke(command, args: list[str]):
     return CliRunner().invoke(click.Command("cli", callback=lambda: cli.run(command, args)), [])
 
 
+def interrupted_convert(src, out: Path, monkeypatch, *, at: int = 25, **kw) -> None:
+    """A conversion that "dies" (KeyboardInterrupt) while adding its `at`-th sample, as a kill would leave it."""
+    real_add = make_shards.ShardWriter.add_packed
+    calls = {"n": 0}
+
+    def dying_add(self, sample):
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise KeyboardInterrupt
+        return real_add(self, sample)
+
+    monkeypatch.setattr(make_shards.ShardWriter, "add_packed", dying_add)
+    with pytest.raises(KeyboardInterrupt):
+        convert(src, out, **kw)
+    monkeypatch.setattr(make_shards.ShardWriter, "add_packed", real_add)
+
+
 def convert(src: Path, out: Path, **kw) -> dict:
     """make_shards.run with test-friendly defaults; returns the manifest."""
     opts = dict(src=src and str(src), out=str(out), shard_size=25, workers=1)

@@ -3,7 +3,6 @@ class names, damaged archives, resume."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -13,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, convert
+from tests.conftest import REPO, convert, interrupted_convert
 from pipeline import dataset_class_names
-from shardkit import archives, convert as make_shards, devkit
+from shardkit import archives, devkit
 from shardkit.demo_archives import demo_val_wnids, pack_official
 from shardkit.demo_data import make_demo
 from shardkit.errors import DataError
@@ -213,19 +212,7 @@ def test_resume_from_archives_after_interruption(official, tmp_path, monkeypatch
     root, *_ = official
     full = convert(root / "download", tmp_path / "full", shard_size=10)
     out = tmp_path / "killed"
-    real_add = make_shards.ShardWriter.add_packed
-    calls = {"n": 0}
-
-    def dying_add(self, sample):  # the process "dies" in the middle of the third shard
-        calls["n"] += 1
-        if calls["n"] == 25:
-            raise KeyboardInterrupt
-        return real_add(self, sample)
-
-    monkeypatch.setattr(make_shards.ShardWriter, "add_packed", dying_add)
-    with pytest.raises(KeyboardInterrupt):
-        convert(root / "download", out, shard_size=10)
-    monkeypatch.setattr(make_shards.ShardWriter, "add_packed", real_add)
+    interrupted_convert(root / "download", out, monkeypatch, at=25, shard_size=10)  # dies in the third shard
     done = sorted(p.name for p in out.glob("train-*.tar"))
     assert done == ["train-000000.tar", "train-000001.tar"]
     stamps = {n: os.stat(out / n).st_mtime_ns for n in done}

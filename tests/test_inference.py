@@ -1,7 +1,6 @@
 """Using a trained model: checkpoint metadata, predict, evaluate with torchvision-style weights, export."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest

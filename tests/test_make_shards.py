@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, convert, read_manifest
-from shardkit import convert as make_shards, imaging
+from tests.conftest import REPO, convert, interrupted_convert, read_manifest
+from shardkit import imaging
 from shardkit.demo_data import make_demo
 from shardkit.errors import DataError
 from shardkit.format import index_path, iter_shard, read_index
@@ -228,19 +228,7 @@ def test_deterministic_across_workers(demo_tree, tmp_path):
 def test_resume_after_interruption(demo_tree, tmp_path, monkeypatch):
     full = convert(demo_tree, tmp_path / "full", shard_size=10)
     out = tmp_path / "killed"
-    real_add = make_shards.ShardWriter.add_packed
-    calls = {"n": 0}
-
-    def dying_add(self, sample):  # the process "dies" in the middle of the third shard
-        calls["n"] += 1
-        if calls["n"] == 25:
-            raise KeyboardInterrupt
-        return real_add(self, sample)
-
-    monkeypatch.setattr(make_shards.ShardWriter, "add_packed", dying_add)
-    with pytest.raises(KeyboardInterrupt):
-        convert(demo_tree, out, shard_size=10)
-    monkeypatch.setattr(make_shards.ShardWriter, "add_packed", real_add)
+    interrupted_convert(demo_tree, out, monkeypatch, at=25, shard_size=10)  # dies in the third shard
     done = sorted(p.name for p in out.glob("train-*.tar"))
     assert done == ["train-000000.tar", "train-000001.tar"]  # no half-written shard under a final name
     assert not list(out.glob(".*.partial"))

@@ -1,7 +1,6 @@
 """model/metrics.py: metrics.jsonl records on one epoch axis with ETA, TensorBoard events, curves.png."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
