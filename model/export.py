@@ -1,7 +1,7 @@
 """Export a trained model for serving: ONNX (onnxruntime, TensorRT, ...) or a torch.export program.
 
-    python -m model.export --checkpoint runs/alexnet/checkpoint.pt --format onnx --out alexnet.onnx
-    python -m model.export --checkpoint runs/alexnet/checkpoint.pt --format torch-export --out alexnet.pt2
+    python -m model.export --checkpoint runs/alexnet/model.pt --format onnx --out alexnet.onnx
+    python -m model.export --checkpoint runs/alexnet/model.pt --format torch-export --out alexnet.pt2
     python -m model.export --weights alexnet-owt-7be5be79.pth --variant torchvision --format onnx --out tv.onnx
 
 Input: `images` [batch, 3, 224, 224] float32, normalised (x / 255 - mean) / std; output: `logits`
@@ -99,7 +99,8 @@ def check(model: torch.nn.Module, path: Path, fmt: str, atol: float = 1e-4) -> f
 
 
 @click.command(context_settings=cli.CONTEXT)
-@click.option("--checkpoint", type=click.Path(path_type=Path), help="This project's checkpoint.pt.")
+@click.option("--checkpoint", type=click.Path(path_type=Path),
+              help="This project's checkpoint (runs/NAME/model.pt, last.pt, best.pt).")
 @click.option("--weights", type=click.Path(path_type=Path), help="A plain state dict (e.g. torchvision's).")
 @click.option("--variant", type=click.Choice(VARIANTS), default="torchvision", show_default=True,
               help="With --weights: the architecture of the file.")

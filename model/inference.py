@@ -1,7 +1,7 @@
 """A trained model ready for inference, from this project's checkpoint or a plain state-dict file (such as
 torchvision's published AlexNet weights), with what it needs around it: labels and input normalisation.
 
-    model, meta = load_model(checkpoint="runs/alexnet/checkpoint.pt")
+    model, meta = load_model(checkpoint="runs/alexnet/model.pt")
     model, meta = load_model(weights="alexnet-owt-7be5be79.pth", variant="torchvision")
     images = load_images(["cat.jpg"], meta)            # [N, 3, 224, 224], the val preprocessing
 

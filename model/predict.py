@@ -1,6 +1,6 @@
 """Top-5 classes of images with a trained model.
 
-    python -m model.predict --checkpoint runs/alexnet/checkpoint.pt cat.jpg dog.png
+    python -m model.predict --checkpoint runs/alexnet/model.pt cat.jpg dog.png
     python -m model.predict --weights alexnet-owt-7be5be79.pth --variant torchvision --shards shards/ cat.jpg
     python -m model.predict --checkpoint ... --ten-crop photos/*.jpg
 
@@ -71,7 +71,8 @@ def fill_from_shards(meta: dict, shards: Path, outputs: int) -> None:
 
 @click.command(context_settings=cli.CONTEXT)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--checkpoint", type=click.Path(path_type=Path), help="This project's checkpoint.pt.")
+@click.option("--checkpoint", type=click.Path(path_type=Path),
+              help="This project's checkpoint (runs/NAME/model.pt, last.pt, best.pt).")
 @click.option("--weights", type=click.Path(path_type=Path), help="A plain state dict (e.g. torchvision's).")
 @click.option("--variant", type=click.Choice(VARIANTS), default="torchvision", show_default=True,
               help="With --weights: the architecture of the file.")
