@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 import torch
 
-from model.checkpoint import LAST, CheckpointError, check_arch, load_checkpoint, save_checkpoints
+from model.checkpoint import LAST, CheckpointError, check_arch, load_checkpoint, save_checkpoints, save_weights
 from model.config import Config, plain
 from model.distributed import Dist
 from model.metrics import CURVES, METRICS, RunLog, keep_metrics_until, plot_curves
@@ -231,6 +231,12 @@ def load_state(run: Run) -> Progress:
         run.train_loader.load_state_dict({"epoch": progress.epoch, "batch": 0})
     run.echo(f"resumed {path} at epoch {progress.epoch}, step {progress.step}")
     return progress
+
+
+def save_model(run: Run) -> None:
+    """model.pt: the weights at the end of the run and what inference needs to use them (rank 0)."""
+    if run.dist.main:
+        run.echo(f"weights for inference: {save_weights(run.dir, run.model.state_dict(), run.arch, run.inference)}")
 
 
 def finish(log: RunLog, summary: dict) -> None:

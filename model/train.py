@@ -32,13 +32,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from model.alexnet import INITS, LRNS, VARIANTS, build_model
-from model.checkpoint import inference_meta, save_weights
+from model.checkpoint import inference_meta
 from model.config import Config
 from model.distributed import Dist, distributed
 from model.evaluate import evaluate
 from model.metrics import RunLog
 from model.optim import make_optimizer, train_step
-from model.run import Progress, Run, finish, load_state, open_run, save_state
+from model.run import Progress, Run, finish, load_state, open_run, save_model, save_state
 from shardkit.progress import progress as progress_bar
 from model.schedule import LR_SCALINGS, learning_rate, scaled_lr, warmup_lr, warmup_start
 from model.stop import StopFlag
@@ -253,10 +253,10 @@ def train(cfg: Config) -> dict:
                                                cfg.measure_synthetic)
         with StopFlag() as stop:
             total, result = fit(run, progress, stop)
-        completed = total.stopped in (None, "max-steps") and result
-        ten = ten_crop_test(run, progress.step) if cfg.ten_crop_eval and completed else None
-        if completed and dist.main:
-            run.echo(f"weights for inference: {save_weights(run.dir, run.model.state_dict(), run.arch, run.inference)}")
+        ended = total.stopped in (None, "max-steps")  # not stopped by a signal
+        ten = ten_crop_test(run, progress.step) if cfg.ten_crop_eval and ended and result else None
+        if ended:
+            save_model(run)
         run.plot()
         summary = report(run, progress, total, result, ten, synthetic_rate)
         finish(run.log, summary)
