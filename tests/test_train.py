@@ -173,6 +173,7 @@ def test_run_folder_refusal_resume_and_overwrite(train_shards, tmp_path):
     r = run_train(*base, "--name", "r", "--epochs", "1")
     assert r.returncode == 0, r.stderr[-3000:]
     assert {"last.pt", "best.pt", "epoch-001.pt", "model.pt"} <= {p.name for p in run.iterdir()}
+    assert "\r" not in r.stdout + r.stderr and "[train] step=3 epoch=1 " in r.stdout  # no bar in a pipe: lines
     before = files(run)
 
     r = run_train(*base, "--name", "r", "--epochs", "1")
