@@ -18,10 +18,9 @@ import click
 import torch
 import torch.nn.functional as F
 
-from model.alexnet import LRNS, VARIANTS
 from model.checkpoint import CheckpointError
 from model.distributed import Dist, distributed
-from model.inference import Renormalize, load_model
+from model.inference import Renormalize, load_model, model_options
 from pipeline import BACKENDS, DEVICES, Loader, dataset_classes, dataset_statistics, default_device, make_loader
 from shardkit import cli
 from shardkit.errors import DataError
@@ -66,13 +65,7 @@ def evaluate(model: torch.nn.Module, loader: Loader, dist: Dist, *, amp: bool = 
 
 
 @click.command(context_settings=cli.CONTEXT)
-@click.option("--checkpoint", type=click.Path(path_type=Path),
-              help="This project's checkpoint (runs/NAME/model.pt, last.pt, best.pt).")
-@click.option("--weights", type=click.Path(path_type=Path), help="A plain state dict (e.g. torchvision's).")
-@click.option("--variant", type=click.Choice(VARIANTS), default="torchvision", show_default=True,
-              help="With --weights: the architecture of the file.")
-@click.option("--lrn", type=click.Choice(LRNS), default="paper", show_default=True,
-              help="With --weights --variant paper.")
+@model_options
 @click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path))
 @click.option("--backend", type=click.Choice(BACKENDS), default=cli.default(make_loader, "backend"), show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default=default_device(), show_default="cuda if available")

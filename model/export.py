@@ -17,8 +17,7 @@ from pathlib import Path
 import click
 import torch
 
-from model.alexnet import LRNS, VARIANTS
-from model.inference import CROP, load_model
+from model.inference import CROP, load_model, model_options
 from shardkit import cli
 from shardkit.errors import ConfigError, DataError
 from shardkit.files import atomic_write
@@ -99,13 +98,7 @@ def check(model: torch.nn.Module, path: Path, fmt: str, atol: float = 1e-4) -> f
 
 
 @click.command(context_settings=cli.CONTEXT)
-@click.option("--checkpoint", type=click.Path(path_type=Path),
-              help="This project's checkpoint (runs/NAME/model.pt, last.pt, best.pt).")
-@click.option("--weights", type=click.Path(path_type=Path), help="A plain state dict (e.g. torchvision's).")
-@click.option("--variant", type=click.Choice(VARIANTS), default="torchvision", show_default=True,
-              help="With --weights: the architecture of the file.")
-@click.option("--lrn", type=click.Choice(LRNS), default="paper", show_default=True,
-              help="With --weights --variant paper.")
+@model_options
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 def main(checkpoint, weights, variant, lrn, fmt, out):

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import numpy as np
 import torch
 from torch import nn
 
-from model.alexnet import VARIANTS, build_model
+from model.alexnet import LRNS, VARIANTS, build_model
 from model.checkpoint import CheckpointError, load_checkpoint
 from shardkit.errors import ConfigError
 
@@ -38,6 +39,22 @@ class Renormalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x * self.scale + self.shift)
+
+
+def model_options(command):
+    """The click options that choose the model to load, shared by model.evaluate, model.predict, model.export:
+    --checkpoint, or --weights with --variant and --lrn (load_model's arguments of the same names)."""
+    options = [
+        click.option("--checkpoint", type=click.Path(path_type=Path),
+                     help="This project's checkpoint (runs/NAME/model.pt, last.pt, best.pt)."),
+        click.option("--weights", type=click.Path(path_type=Path), help="A plain state dict (e.g. torchvision's)."),
+        click.option("--variant", type=click.Choice(VARIANTS), default="torchvision", show_default=True,
+                     help="With --weights: the architecture of the file."),
+        click.option("--lrn", type=click.Choice(LRNS), default="paper", show_default=True,
+                     help="With --weights --variant paper.")]
+    for option in reversed(options):  # click lists options in the order the decorators are written
+        command = option(command)
+    return command
 
 
 def load_model(*, checkpoint: Path | str | None = None, weights: Path | str | None = None,

@@ -17,8 +17,7 @@ from pathlib import Path
 import click
 import torch
 
-from model.alexnet import LRNS, VARIANTS
-from model.inference import load_image, load_model, prepare, probabilities
+from model.inference import load_image, load_model, model_options, prepare, probabilities
 from pipeline import dataset_class_names, dataset_classes, dataset_statistics
 from shardkit import cli
 from shardkit.errors import ConfigError, DataError
@@ -71,13 +70,7 @@ def fill_from_shards(meta: dict, shards: Path, outputs: int) -> None:
 
 @click.command(context_settings=cli.CONTEXT)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--checkpoint", type=click.Path(path_type=Path),
-              help="This project's checkpoint (runs/NAME/model.pt, last.pt, best.pt).")
-@click.option("--weights", type=click.Path(path_type=Path), help="A plain state dict (e.g. torchvision's).")
-@click.option("--variant", type=click.Choice(VARIANTS), default="torchvision", show_default=True,
-              help="With --weights: the architecture of the file.")
-@click.option("--lrn", type=click.Choice(LRNS), default="paper", show_default=True,
-              help="With --weights --variant paper.")
+@model_options
 @click.option("--shards", type=click.Path(path_type=Path),
               help="Class ids from this manifest (for --weights, or an old checkpoint).")
 @click.option("--ten-crop", is_flag=True, help="The paper's 10-crop test instead of the centre crop.")
