@@ -1,14 +1,27 @@
 """Checkpoints: plain dicts of tensors and builtins from the unwrapped model, written atomically, read with
 weights_only=True (no pickled code is ever loaded). A kill during a save leaves the previous checkpoint as it
-was (the next save removes the dead writer's temporary file); a full disk raises DiskFull, one line."""
+was (the next save removes the dead writer's temporary file); a full disk raises DiskFull, one line.
+
+A run's checkpoint files (model.train writes them; model.run.save_state builds the dict):
+
+    runs/<name>/last.pt          every epoch and on SIGTERM/SIGINT; model, optimizer, position, config, each
+                                 rank's RNG and loader state (the previous last.pt stays until the new one is
+                                 complete on disk: temporary name, fsync, rename)
+    runs/<name>/best.pt          a copy of last.pt at the finished epoch with the lowest val top-1 error
+    runs/<name>/epoch-NNN.pt     a copy after every --keep-every N finished epochs
+    runs/<name>/model.pt         weights only, with the `inference` metadata, at the end of the run
+"""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 
 from shardkit.errors import DataError
 from shardkit.files import atomic_write, full_disk_as_error, remove_stale_partials
+
+LAST, BEST, WEIGHTS = "last.pt", "best.pt", "model.pt"
 
 
 class CheckpointError(DataError):
@@ -83,3 +96,25 @@ def check_arch(ckpt: dict, path: Path, *, variant: str, num_classes: int) -> Non
     want = {"variant": variant, "num_classes": num_classes}
     if arch != want:
         raise CheckpointError(f"{path}: made for {arch or 'an unknown model'}, but this run builds {want}")
+
+
+def save_checkpoints(run_dir: Path, state: dict, *, best: bool = False, snapshot: int | None = None) -> None:
+    """last.pt; a copy as best.pt when `best`; a copy as epoch-NNN.pt when `snapshot` is an epoch number."""
+    run_dir = Path(run_dir)
+    save_checkpoint(run_dir / LAST, state)
+    if best:
+        _copy(run_dir / LAST, run_dir / BEST)
+    if snapshot is not None:
+        _copy(run_dir / LAST, run_dir / f"epoch-{snapshot:03d}.pt")
+
+
+def save_weights(run_dir: Path, model: dict, arch: dict, inference: dict) -> Path:
+    """model.pt: what inference needs and nothing else (no optimizer, no RNG, no loader state)."""
+    path = Path(run_dir) / WEIGHTS
+    save_checkpoint(path, {"model": model, "arch": arch, "inference": inference})
+    return path
+
+
+def _copy(src: Path, dst: Path) -> None:
+    with open(src, "rb") as f, atomic_write(dst) as out:
+        shutil.copyfileobj(f, out)

@@ -44,7 +44,9 @@ class Config:
     synthetic: bool = False          # only measure the model on random tensors (model.train.synthetic)
     measure_synthetic: int = 0       # steps of the model alone on random tensors before training, for comparison
     ten_crop_eval: bool = True
-    resume: bool = False
+    keep_every: int = 0              # also keep epoch-NNN.pt every N finished epochs (0: only last.pt, best.pt)
+    resume: str | None = None        # None: a new run; "": this run's last.pt; else a run folder or a .pt file
+    overwrite: bool = False          # start again in a folder that holds a run (its run files are deleted)
 
 
 def plain(cfg: Config) -> dict:

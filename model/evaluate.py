@@ -1,6 +1,6 @@
 """Validation: top-1/top-5 error over every val image exactly once, summed over ranks; the paper's 10-crop test.
 
-    python -m model.evaluate --checkpoint runs/alexnet/checkpoint.pt --shards shards/ [--ten-crop]
+    python -m model.evaluate --checkpoint runs/alexnet/model.pt --shards shards/ [--ten-crop]
     python -m model.evaluate --weights alexnet-owt-7be5be79.pth --variant torchvision --shards shards/
     torchrun --nproc_per_node=2 -m model.evaluate --checkpoint ... --shards shards/ --device cpu
 
@@ -25,6 +25,7 @@ from pipeline import BACKENDS, DEVICES, Loader, dataset_classes, dataset_statist
 from shardkit import cli
 from shardkit.errors import DataError
 from shardkit.files import write_json
+from shardkit.progress import progress
 
 
 @torch.no_grad()
@@ -36,6 +37,7 @@ def evaluate(model: torch.nn.Module, loader: Loader, dist: Dist, *, amp: bool = 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
     sums = torch.zeros(4, dtype=torch.float64, device=dist.device)  # images, top1 hits, top5 hits, nll
     t0 = time.perf_counter()
+    bar = progress(len(loader), "eval", "batch", enabled=dist.main)  # a bar on a terminal, else a line every 30 s
     for images, labels in loader:
         crops = images.dim() == 5
         x = images.flatten(0, 1) if crops else images
@@ -52,6 +54,8 @@ def evaluate(model: torch.nn.Module, loader: Loader, dist: Dist, *, amp: bool = 
         sums += torch.stack([torch.tensor(float(len(labels)), device=sums.device), hit[:, 0].sum().double(),
                              hit.any(1).sum().double(),
                              -prob.gather(1, labels[:, None]).clamp_min(1e-12).log().sum().double()])
+        bar.update()
+    bar.close()
     n, top1, top5, nll = dist.all_sum(sums.tolist())
     model.train(was_training)
     if n == 0:

@@ -1,7 +1,7 @@
 """Export a trained model for serving: ONNX (onnxruntime, TensorRT, ...) or a torch.export program.
 
-    python -m model.export --checkpoint runs/alexnet/checkpoint.pt --format onnx --out alexnet.onnx
-    python -m model.export --checkpoint runs/alexnet/checkpoint.pt --format torch-export --out alexnet.pt2
+    python -m model.export --checkpoint runs/alexnet/model.pt --format onnx --out alexnet.onnx
+    python -m model.export --checkpoint runs/alexnet/model.pt --format torch-export --out alexnet.pt2
     python -m model.export --weights alexnet-owt-7be5be79.pth --variant torchvision --format onnx --out tv.onnx
 
 Input: `images` [batch, 3, 224, 224] float32, normalised (x / 255 - mean) / std; output: `logits`

@@ -1,7 +1,7 @@
 """A trained model ready for inference, from this project's checkpoint or a plain state-dict file (such as
 torchvision's published AlexNet weights), with what it needs around it: labels and input normalisation.
 
-    model, meta = load_model(checkpoint="runs/alexnet/checkpoint.pt")
+    model, meta = load_model(checkpoint="runs/alexnet/model.pt")
     model, meta = load_model(weights="alexnet-owt-7be5be79.pth", variant="torchvision")
     images = load_images(["cat.jpg"], meta)            # [N, 3, 224, 224], the val preprocessing
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import torch
 from torch import nn
 
@@ -40,18 +41,17 @@ class Renormalize(nn.Module):
 
 
 def model_options(command):
-    """The click options that name a trained model (load_model's arguments), shared by evaluate, predict and
-    export."""
-    import click
-
-    for option in reversed([
-            click.option("--checkpoint", type=click.Path(path_type=Path), help="This project's checkpoint."),
-            click.option("--weights", type=click.Path(path_type=Path),
-                         help="A plain state dict (e.g. torchvision's)."),
-            click.option("--variant", type=click.Choice(VARIANTS), default="torchvision", show_default=True,
-                         help="With --weights: the architecture of the file."),
-            click.option("--lrn", type=click.Choice(LRNS), default="paper", show_default=True,
-                         help="With --weights --variant paper.")]):
+    """The click options that choose the model to load, shared by model.evaluate, model.predict, model.export:
+    --checkpoint, or --weights with --variant and --lrn (load_model's arguments of the same names)."""
+    options = [
+        click.option("--checkpoint", type=click.Path(path_type=Path),
+                     help="This project's checkpoint (runs/NAME/model.pt, last.pt, best.pt)."),
+        click.option("--weights", type=click.Path(path_type=Path), help="A plain state dict (e.g. torchvision's)."),
+        click.option("--variant", type=click.Choice(VARIANTS), default="torchvision", show_default=True,
+                     help="With --weights: the architecture of the file."),
+        click.option("--lrn", type=click.Choice(LRNS), default="paper", show_default=True,
+                     help="With --weights --variant paper.")]
+    for option in reversed(options):  # click lists options in the order the decorators are written
         command = option(command)
     return command
 

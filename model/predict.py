@@ -1,6 +1,6 @@
 """Top-5 classes of images with a trained model.
 
-    python -m model.predict --checkpoint runs/alexnet/checkpoint.pt cat.jpg dog.png
+    python -m model.predict --checkpoint runs/alexnet/model.pt cat.jpg dog.png
     python -m model.predict --weights alexnet-owt-7be5be79.pth --variant torchvision --shards shards/ cat.jpg
     python -m model.predict --checkpoint ... --ten-crop photos/*.jpg
 

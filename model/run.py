@@ -1,31 +1,48 @@
-"""A training run's folder and its resumable state.
+"""A training run's folder: one run per runs/<name>/, never overwritten by accident, and its resumable state.
 
-    runs/<name>/config.json     the config and provenance, written at the start (open_run)
-    runs/<name>/metrics.jsonl   one JSON line per log step and eval (model.metrics.RunLog)
-    runs/<name>/checkpoint.pt   model, optimizer, position, and every rank's RNG and loader state (save_state)
+    runs/<name>/config.json     the config and provenance, and a history entry per start and resume (open_run)
+    runs/<name>/metrics.jsonl   one JSON line per log step and eval (model.metrics.RunLog), TensorBoard events
+    runs/<name>/last.pt ...     checkpoints: last.pt, best.pt, epoch-NNN.pt, model.pt (model/checkpoint.py)
+    runs/<name>/curves.png      redrawn after every eval (Run.plot)
     runs/<name>/summary.json    the final figures (finish)
 
-`Run` holds what stays fixed while a run trains, so the loop's functions take one argument for it.
+Starting a run where one already is is refused, naming the ways on: --resume, --overwrite, another --name.
+--resume [PATH] continues from PATH (a run folder: its last.pt; or a .pt file), alone from this run's last.pt.
+The checkpoint's config is compared with the new one and the differences printed: changes to the
+architecture or the data are refused, the rest (epochs, lr, schedule, ...) accepted and recorded in
+config.json's history; metrics.jsonl loses the records written after the checkpoint's step, so curves never
+go back. `Run` holds what stays fixed while a run trains, so the loop's functions take one argument for it.
 """
 from __future__ import annotations
 
 import json
+import math
 import platform
 import subprocess
+import time
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 import torch
-from tqdm import tqdm
 
-from model.checkpoint import check_arch, load_checkpoint, save_checkpoint
+from model.checkpoint import LAST, CheckpointError, check_arch, load_checkpoint, save_checkpoints, save_weights
 from model.config import Config, plain
 from model.distributed import Dist
-from model.metrics import RunLog
+from model.metrics import CURVES, METRICS, RunLog, keep_metrics_until, plot_curves
 from pipeline import Loader
+from shardkit.errors import ConfigError
 from shardkit.files import write_json
+from shardkit.format import read_json
+from shardkit.progress import echo
+
+CONFIG = "config.json"
+RUN_FILES = (CONFIG, METRICS, "summary.json", CURVES, "*.pt", "events.out.tfevents.*", ".*.partial")
+# a resume may not change what the model is or which samples each step sees (the loader's saved position)
+FIXED = ("shards", "variant", "lrn", "dropout", "backend", "batch_size", "seed", "limit_train", "update",
+         "synthetic")
+IGNORED = ("resume", "overwrite", "name", "runs")  # how this process was asked to run, not what the run is
 
 
 @dataclass(frozen=True)
@@ -43,10 +60,7 @@ class Run:
     val_loader: Loader
     autocast: AbstractContextManager    # bf16 on CUDA with --amp, else a no-op
     inference: dict                     # what a checkpoint carries for inference (model.checkpoint.inference_meta)
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.dir / "checkpoint.pt"
+    resume_from: Path | None = None     # --resume: the checkpoint to continue from (load_state)
 
     @property
     def on_gpu(self) -> bool:
@@ -55,7 +69,12 @@ class Run:
     def echo(self, line: str) -> None:
         """A line on rank 0, printed above the progress bar."""
         if self.dist.main:
-            tqdm.write(line)
+            echo(line)
+
+    def plot(self) -> None:
+        if self.dist.main:
+            plot_curves(self.dir / METRICS, self.dir / CURVES, title=self.cfg.name,
+                        num_classes=self.arch["num_classes"])
 
 
 @dataclass
@@ -82,36 +101,121 @@ def provenance(dist: Dist) -> dict:
             "world_size": dist.world_size, "git_commit": commit, "python": platform.python_version()}
 
 
-def open_run(cfg: Config, dist: Dist) -> tuple[Path, RunLog, dict]:
-    """The run folder, with config.json written and the config printed (rank 0); its log; the provenance."""
+def open_run(cfg: Config, dist: Dist, arch: dict) -> tuple[Path, RunLog, dict, Path | None]:
+    """The run folder, checked (and on --resume the checkpoint) before anything in it changes; then
+    config.json, the printed config, the log. Returns (folder, log, provenance, checkpoint to resume from)."""
     run_dir = Path(cfg.runs) / cfg.name
+    resume, step, changes = None, 0, {}
+    if cfg.resume is not None:
+        if cfg.overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other; choose one")
+        resume = resume_path(cfg.resume, run_dir)
+        ckpt = load_checkpoint(resume)
+        check_arch(ckpt, resume, **arch)
+        if "optimizer" not in ckpt or "config" not in ckpt:
+            raise CheckpointError(f"{resume}: weights only (no optimizer, position or config); resume from a run's "
+                                  f"last.pt, best.pt or epoch-NNN.pt")
+        changes = check_resume_config(ckpt["config"], plain(cfg), resume, echo=echo if dist.main else _quiet)
+        step = ckpt["step"]
     prov = provenance(dist)
     if dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        click.echo(f"config: {json.dumps(asdict(cfg))}\nprovenance: {json.dumps(prov)}")
-        write_json(run_dir / "config.json", {"config": asdict(cfg), "provenance": prov})
-    return run_dir, RunLog(run_dir, dist.main, echo=tqdm.write), prov
+        prepare_run_dir(run_dir, resume=resume is not None, overwrite=cfg.overwrite)
+        click.echo(f"config: {json.dumps(plain(cfg))}\nprovenance: {json.dumps(prov)}")
+        write_config(run_dir, plain(cfg), prov, step=step, changes=changes, resumed_from=resume)
+        if resume and (dropped := keep_metrics_until(run_dir / METRICS, step)):
+            echo(f"resume: {dropped} records after step {step} dropped from {run_dir / METRICS}")
+    log = RunLog(run_dir, dist.main, echo=echo, epochs=cfg.epochs, device=dist.device, start_step=step)
+    return run_dir, log, prov, resume
 
 
-def save_state(run: Run, *, epoch: int, step: int, val_errors: list[float]) -> None:
-    """checkpoint.pt at this position. Every rank calls it (each one's RNG and loader state is gathered);
-    rank 0 writes."""
+def _quiet(line: str) -> None:
+    pass
+
+
+def holds_run(run_dir: Path) -> bool:
+    return any(any(Path(run_dir).glob(pattern)) for pattern in RUN_FILES)
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start over an existing run unless asked; --overwrite removes the old run's files (only those)."""
+    run_dir = Path(run_dir)
+    if holds_run(run_dir) and not resume:
+        if not overwrite:
+            raise ConfigError(f"{run_dir} already holds a run; continue it with --resume, start it again with "
+                              f"--overwrite (its files are deleted), or choose another --name")
+        for pattern in RUN_FILES:
+            for path in run_dir.glob(pattern):
+                path.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def resume_path(resume: str, run_dir: Path) -> Path:
+    """--resume's argument -> a checkpoint file: '' means RUN_DIR/last.pt, a folder its last.pt, a file itself."""
+    path = Path(resume) if resume else Path(run_dir)
+    if path.is_dir():
+        path = path / LAST
+    if not path.is_file():
+        raise CheckpointError(f"--resume {resume}: no checkpoint at {path}; give a run folder or a .pt file, "
+                              f"or start without --resume")
+    return path
+
+
+def config_changes(saved: dict, new: dict) -> tuple[dict, dict]:
+    """(refused, accepted) differences {key: [saved, new]} between a checkpoint's config and this run's."""
+    refused, accepted = {}, {}
+    for key in sorted(set(saved) | set(new)):
+        if key in IGNORED or _plain(saved.get(key)) == _plain(new.get(key)):
+            continue
+        (refused if key in FIXED else accepted)[key] = [saved.get(key), new.get(key)]
+    return refused, accepted
+
+
+def check_resume_config(saved: dict, new: dict, checkpoint: Path, echo=print) -> dict:
+    """Print the differences; raise ConfigError for those a resume cannot take; return the accepted ones."""
+    refused, accepted = config_changes(saved, new)
+    for key, (old, now) in {**accepted, **refused}.items():
+        echo(f"resume: --{key.replace('_', '-')} {old} -> {now}" + (" (refused)" if key in refused else ""))
+    if refused:
+        what = ", ".join(f"--{k.replace('_', '-')} {old} (now {now})" for k, (old, now) in refused.items())
+        raise ConfigError(f"{checkpoint}: this run was made with {what}; a resume cannot change the model or the "
+                          f"data: use the saved values, or start a new run with another --name")
+    return accepted
+
+
+def write_config(run_dir: Path, config: dict, provenance: dict, *, step: int = 0, changes: dict | None = None,
+                 resumed_from: Path | None = None) -> None:
+    """config.json: the current config and provenance, and one history entry per start or resume."""
+    path = Path(run_dir) / CONFIG
+    history = read_json(path, "run config").get("history", []) if path.is_file() else []
+    entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": step, "changes": changes or {},
+             "provenance": provenance}
+    if resumed_from is not None:
+        entry["resumed_from"] = str(resumed_from)
+    write_json(path, {"config": config, "provenance": provenance, "history": history + [entry]})
+
+
+def save_state(run: Run, progress: Progress, *, finished: bool) -> None:
+    """last.pt at this position; after a `finished` epoch also best.pt (lowest val top-1 so far) and the
+    --keep-every snapshot. Every rank calls it (each one's RNG and loader state is gathered); rank 0 writes."""
     ranks = run.dist.all_gather({"rng_cpu": torch.get_rng_state(),
                                  "rng_cuda": torch.cuda.get_rng_state(run.dist.device) if run.on_gpu else None,
                                  "loader": run.train_loader.state_dict()})
-    if run.dist.main:
-        save_checkpoint(run.checkpoint_path, {
-            "model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "epoch": epoch, "step": step,
-            "val_errors": val_errors, "config": plain(run.cfg), "arch": run.arch, "ranks": ranks,
-            "world_size": run.dist.world_size, "provenance": run.provenance, "inference": run.inference})
+    if not run.dist.main:
+        return
+    errors, every = progress.val_errors, run.cfg.keep_every
+    save_checkpoints(run.dir, {
+        "model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "epoch": progress.epoch,
+        "step": progress.step, "val_errors": errors, "config": plain(run.cfg), "arch": run.arch, "ranks": ranks,
+        "world_size": run.dist.world_size, "provenance": run.provenance, "inference": run.inference},
+        best=finished and errors[-1] < min(errors[:-1], default=math.inf),
+        snapshot=progress.epoch if finished and every and progress.epoch % every == 0 else None)
 
 
 def load_state(run: Run) -> Progress:
-    """Restore model, optimizer, RNG and loader position from checkpoint.pt. From another world size the
+    """Restore model, optimizer, RNG and loader position from run.resume_from. From another world size the
     train loader restarts the checkpoint's epoch and the RNG keeps this run's seed."""
-    path, dist = run.checkpoint_path, run.dist
+    path, dist = run.resume_from, run.dist
     ckpt = load_checkpoint(path)
-    check_arch(ckpt, path, **run.arch)
     run.model.load_state_dict(ckpt["model"])
     run.opt.load_state_dict(ckpt["optimizer"])
     progress = Progress(ckpt["epoch"], ckpt["step"], list(ckpt["val_errors"]))
@@ -129,9 +233,20 @@ def load_state(run: Run) -> Progress:
     return progress
 
 
-def finish(dist: Dist, run_dir: Path, summary: dict) -> None:
-    """summary.json and the final `summary: k=v ...` line (rank 0)."""
-    if dist.main:
-        write_json(run_dir / "summary.json", summary)
+def save_model(run: Run) -> None:
+    """model.pt: the weights at the end of the run and what inference needs to use them (rank 0)."""
+    if run.dist.main:
+        run.echo(f"weights for inference: {save_weights(run.dir, run.model.state_dict(), run.arch, run.inference)}")
+
+
+def finish(log: RunLog, summary: dict) -> None:
+    """summary.json, the final `summary: k=v ...` line, the TensorBoard file closed (rank 0)."""
+    if log.enabled:
+        write_json(log.dir / "summary.json", summary)
         click.echo("summary: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                           for k, v in summary.items()))
+    log.close()
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v

@@ -8,12 +8,16 @@
 Defaults are the paper's: global batch 128 split over the ranks, SGD momentum 0.9, weight decay 5e-4,
 lr 0.01 divided by 10 when the val error stops improving (three times at most), 90 epochs, paper init.
 --lr-scaling linear --warmup-epochs 5 with a large --batch-size is Goyal et al.'s large-batch recipe (README).
-Writes runs/<name>/: config.json, metrics.jsonl, checkpoint.pt (each epoch, and on SIGTERM/SIGINT),
-curves.png, summary.json. --resume continues from checkpoint.pt exactly (model, optimizer, schedule, RNG and
-loader position). Rank 0 logs `[train] step=...` lines and one JSON line per log step and eval.
+Writes runs/<name>/ (model/run.py): config.json (with a history of resumes), metrics.jsonl and TensorBoard
+events, last.pt (each epoch, and on SIGTERM/SIGINT), best.pt, epoch-NNN.pt (--keep-every N), model.pt
+(weights for inference, at the end), curves.png, summary.json. A folder that holds a run is refused unless
+--resume, --overwrite or another --name is given. --resume [PATH] continues exactly (model, optimizer,
+schedule, RNG and loader position) from this run's last.pt, a run folder or a .pt file.
+Rank 0 logs `[train] step=...` / `[eval] ...` lines and one JSON line per log step and eval.
 
 The file reads top-down as the run goes: setup, resume (model.run), fit (epochs of train_epoch, eval,
-checkpoint), report. Configuration: model/config.py; the run folder and checkpoints: model/run.py.
+checkpoint), report. Configuration: model/config.py; the run folder and its state: model/run.py; checkpoint
+files: model/checkpoint.py; records, TensorBoard and curves: model/metrics.py.
 """
 from __future__ import annotations
 
@@ -26,16 +30,16 @@ from pathlib import Path
 import click
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from model.alexnet import INITS, LRNS, VARIANTS, build_model
 from model.checkpoint import inference_meta
 from model.config import Config
 from model.distributed import Dist, distributed
 from model.evaluate import evaluate
-from model.metrics import RunLog, plot_curves
+from model.metrics import RunLog
 from model.optim import make_optimizer, train_step
-from model.run import Progress, Run, finish, load_state, open_run, save_state
+from model.run import Progress, Run, finish, load_state, open_run, save_model, save_state
+from shardkit.progress import progress as progress_bar
 from model.schedule import LR_SCALINGS, learning_rate, scaled_lr, warmup_lr, warmup_start
 from model.stop import StopFlag
 from model.synthetic import measure_model
@@ -57,11 +61,27 @@ class EpochStats:
         return EpochStats(self.steps + later.steps, self.images + later.images, self.seconds + later.seconds,
                           self.wait + later.wait, later.stopped)
 
+    def rates(self) -> dict:
+        """images/s and the data-wait fraction over the epoch's log intervals, and its training seconds."""
+        if not self.seconds:
+            return {}
+        return {"images_per_s": self.images / self.seconds, "data_wait": self.wait / self.seconds,
+                "epoch_s": self.seconds}
+
+
+def epochs_done(loader) -> float:
+    """The one epoch axis of every record: epochs completed, as a float (1.5 = half way through the second)."""
+    return loader.epoch + loader.batch / len(loader)
+
 
 def local_batch(cfg: Config, dist: Dist) -> int:
     if cfg.batch_size % dist.world_size:
         raise ConfigError(f"--batch-size {cfg.batch_size} does not split over {dist.world_size} ranks")
     return cfg.batch_size // dist.world_size
+
+
+def arch(cfg: Config, classes: int) -> dict:
+    return {"variant": cfg.variant, "num_classes": classes}
 
 
 def new_model(cfg: Config, dist: Dist, classes: int) -> torch.nn.Module:
@@ -91,16 +111,16 @@ def setup(cfg: Config, dist: Dist) -> Run:
                                class_names=dataset_class_names(cfg.shards), mean=stats["mean"], std=stats["std"])
     model = new_model(cfg, dist, len(classes))
     opt = make_optimizer(cfg.update, model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    run_dir, log, prov = open_run(cfg, dist)
+    run_dir, log, prov, resume = open_run(cfg, dist, arch(cfg, len(classes)))
     loader = partial(make_loader, cfg.shards, **loader_args(cfg, dist))
     net = model
     if dist.world_size > 1:
         net = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
-    return Run(cfg, dist, run_dir, log, prov, {"variant": cfg.variant, "num_classes": len(classes)}, model, net,
-               opt, loader("train", batch, limit=cfg.limit_train), loader("val", batch, limit=cfg.limit_val),
-               autocast(cfg, dist), inference)
+    return Run(cfg, dist, run_dir, log, prov, arch(cfg, len(classes)), model, net, opt,
+               loader("train", batch, limit=cfg.limit_train), loader("val", batch, limit=cfg.limit_val),
+               autocast(cfg, dist), inference, resume)
 
 
 def is_log_step(run: Run, step: int, stop: StopFlag) -> bool:
@@ -114,10 +134,11 @@ def train_epoch(run: Run, stop: StopFlag, *, epoch: int, lr: float, step: int) -
     """The rest of the epoch from the loader's position, or up to --max-steps or a stop signal."""
     cfg, dist, loader = run.cfg, run.dist, run.train_loader
     run.net.train()
-    bar = tqdm(total=len(loader), initial=loader.batch, desc=f"epoch {epoch}", unit="batch",
-               disable=not dist.main, dynamic_ncols=True, leave=False)
+    # a bar on a terminal; else nothing, the log lines below are the periodic plain lines
+    bar = progress_bar(len(loader), f"epoch {epoch}", "batch", initial=loader.batch, enabled=dist.main, every=None)
     stats, loss_sum = EpochStats(), torch.zeros((), device=dist.device)
     n, wait, t_log = 0, 0.0, time.perf_counter()  # since the last log step
+    t_epoch = t_log
     batches = iter(loader)
     while stats.stopped is None:
         t0 = time.perf_counter()
@@ -141,9 +162,8 @@ def train_epoch(run: Run, stop: StopFlag, *, epoch: int, lr: float, step: int) -
         elapsed = time.perf_counter() - t_log
         loss, waited, asked = dist.all_sum([loss_sum.item(), wait, float(stop.signal is not None)])
         loss, waited, rate = loss / (n * dist.world_size), waited / dist.world_size, n * cfg.batch_size / elapsed
-        run.log.write("train", step=step + stats.steps, epoch=epoch, lr=run.opt.param_groups[0]["lr"], loss=loss,
-                      images_per_s=rate,
-                      data_wait=waited / elapsed)
+        run.log.write("train", step=step + stats.steps, epoch=epochs_done(loader), lr=run.opt.param_groups[0]["lr"],
+                      loss=loss, images_per_s=rate, data_wait=waited / elapsed, epoch_s=time.perf_counter() - t_epoch)
         bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", wait=f"{100 * waited / elapsed:.0f}%")
         stats.images += n * cfg.batch_size
         stats.seconds += elapsed
@@ -171,18 +191,19 @@ def fit(run: Run, progress: Progress, stop: StopFlag) -> tuple[EpochStats, dict]
         stats = train_epoch(run, stop, epoch=epoch, lr=lr, step=progress.step)
         total, progress.step = total + stats, progress.step + stats.steps
         if stats.stopped not in (None, "max-steps"):
-            save_state(run, epoch=epoch, step=progress.step, val_errors=progress.val_errors)
-            run.echo(f"stopped by {stats.stopped}: checkpoint written to {run.checkpoint_path}; continue with --resume")
+            save_state(run, progress, finished=False)
+            run.echo(f"stopped by {stats.stopped}: checkpoint written to {run.dir / 'last.pt'}; continue with "
+                     f"--resume")
             break
         finished = run.train_loader.batch == 0  # else --max-steps ended it inside the epoch
         result = evaluate(run.model, run.val_loader, run.dist, amp=run.on_gpu and cfg.amp)
-        run.log.write("eval", step=progress.step, epoch=epoch + finished, **result)
+        run.log.write("eval", step=progress.step, epoch=epochs_done(run.train_loader), lr=lr, **result,
+                      **stats.rates())
         if finished:
             progress.epoch = epoch + 1
             progress.val_errors.append(result["top1_err"])
-        save_state(run, epoch=progress.epoch, step=progress.step, val_errors=progress.val_errors)
-        if run.dist.main:
-            plot_curves(run.dir / "metrics.jsonl", run.dir / "curves.png")
+        save_state(run, progress, finished=finished)
+        run.plot()
         if stats.stopped or stop.signal:
             break
     return total, result
@@ -194,7 +215,7 @@ def ten_crop_test(run: Run, step: int) -> dict:
     loader = make_loader(cfg.shards, "val", max(1, local_batch(cfg, dist) // 4), ten_crop=True, limit=cfg.limit_val,
                          **loader_args(cfg, dist))
     ten = evaluate(run.model, loader, dist, amp=run.on_gpu and cfg.amp)
-    run.log.write("eval_ten_crop", step=step, **ten)
+    run.log.write("eval_ten_crop", step=step, epoch=epochs_done(run.train_loader), **ten)
     return ten
 
 
@@ -226,28 +247,33 @@ def measure_synthetic(cfg: Config, dist: Dist, model: torch.nn.Module, classes: 
 def train(cfg: Config) -> dict:
     with distributed(cfg.device) as dist:
         run = setup(cfg, dist)
-        progress = load_state(run) if cfg.resume else Progress()
+        progress = load_state(run) if run.resume_from else Progress()
         synthetic_rate = None
         if cfg.measure_synthetic:
             synthetic_rate = measure_synthetic(cfg, dist, run.model, run.arch["num_classes"], run.log,
                                                cfg.measure_synthetic)
         with StopFlag() as stop:
             total, result = fit(run, progress, stop)
-        completed = total.stopped in (None, "max-steps") and result
-        ten = ten_crop_test(run, progress.step) if cfg.ten_crop_eval and completed else None
+        ended = total.stopped in (None, "max-steps")  # not stopped by a signal
+        ten = ten_crop_test(run, progress.step) if cfg.ten_crop_eval and ended and result else None
+        if ended:
+            save_model(run)
+        run.plot()
         summary = report(run, progress, total, result, ten, synthetic_rate)
-        finish(dist, run.dir, summary)
+        finish(run.log, summary)
         return summary
 
 
 def synthetic(cfg: Config) -> dict:
     """--synthetic: images/s of the model alone on random tensors for --max-steps steps (100 by default)."""
+    if cfg.resume is not None:
+        raise ConfigError("--synthetic trains nothing that --resume could continue; leave one out")
     with distributed(cfg.device) as dist:
         classes = len(dataset_classes(cfg.shards))
         model = new_model(cfg, dist, classes)
-        run_dir, log, _ = open_run(cfg, dist)
+        _, log, _, _ = open_run(cfg, dist, arch(cfg, classes))
         summary = {"synthetic_images_per_s": measure_synthetic(cfg, dist, model, classes, log, cfg.max_steps or 100)}
-        finish(dist, run_dir, summary)
+        finish(log, summary)
         return summary
 
 
@@ -306,7 +332,12 @@ default = partial(cli.default, Config)
               help="First measure the model alone for N steps; the summary gives the real run as a fraction.")
 @click.option("--ten-crop-eval/--no-ten-crop-eval", default=default("ten_crop_eval"), show_default=True,
               help="Final 10-crop test.")
-@click.option("--resume", is_flag=True, default=default("resume"), help="Continue from RUNS/NAME/checkpoint.pt.")
+@click.option("--keep-every", default=default("keep_every"), show_default=True, type=click.IntRange(0),
+              help="Also keep epoch-NNN.pt every N finished epochs.")
+@click.option("--resume", is_flag=False, flag_value="", default=default("resume"), metavar="[PATH]",
+              help="Continue this run (RUNS/NAME/last.pt), or from a run folder or a .pt file.")
+@click.option("--overwrite", is_flag=True, default=default("overwrite"),
+              help="Start again in a folder that holds a run (its files are deleted).")
 def main(**options):
     """Train AlexNet on WebDataset shards (see README)."""
     options["compile"] = options.pop("compile_")

@@ -34,7 +34,7 @@ def test_demo_tree_to_evaluation(tmp_path):
         assert summary["steps"] == 3 and summary["val_images"] == 12
         assert "ten_crop_top1_err" in summary
         assert (runs / backend / "curves.png").is_file()
-        out = sh("-m", "model.evaluate", "--checkpoint", str(runs / backend / "checkpoint.pt"), "--shards",
+        out = sh("-m", "model.evaluate", "--checkpoint", str(runs / backend / "model.pt"), "--shards",
                  str(shards), "--device", "cpu", "--backend", backend, "--json", str(tmp_path / "e.json"))
         result = json.loads((tmp_path / "e.json").read_text())
         assert result["images"] == 12 and result["top1_err"] == pytest.approx(summary["val_top1_err"])

@@ -1,4 +1,5 @@
-"""model/train.py on the CPU: it learns, DDP over gloo keeps ranks equal, resume is exact, signals, errors."""
+"""model/train.py on the CPU: it learns, DDP over gloo keeps ranks equal, resume is exact, signals, errors,
+run folders (refused, overwritten, resumed with config changes), checkpoint files, metrics after a kill."""
 from __future__ import annotations
 
 import json
@@ -47,13 +48,19 @@ def test_loss_goes_down(train_shards, tmp_path):
     assert sum(curve[-2:]) / 2 < 0.7 * curve[0], curve
     assert summary["val_images"] == 24 and summary["epochs"] == 3
     run = tmp_path / "learn"
-    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "checkpoint.pt", "curves.png",
-                                             "summary.json"}
+    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "last.pt", "best.pt", "model.pt",
+                                             "curves.png", "summary.json"}
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1
     evals = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "eval"]
     assert [e["epoch"] for e in evals] == [1, 2, 3] and all(e["images"] == 24 for e in evals)
     assert min(e["top1_err"] for e in evals) <= 0.5  # chance is 0.75
-    ckpt = load_checkpoint(run / "checkpoint.pt")  # weights_only load works on what train wrote
+    ckpt = load_checkpoint(run / "last.pt")  # weights_only load works on what train wrote
     assert ckpt["epoch"] == 3 and ckpt["arch"] == {"variant": "paper", "num_classes": 4}
+    best = load_checkpoint(run / "best.pt")
+    assert best["val_errors"][-1] == min(e["top1_err"] for e in evals)  # the epoch with the lowest top-1
+    weights = load_checkpoint(run / "model.pt")
+    assert set(weights) == {"model", "arch", "inference"} and weights["inference"] == ckpt["inference"]
+    assert torch.equal(weights["model"]["classifier.6.weight"], ckpt["model"]["classifier.6.weight"])
     info = ckpt["inference"]  # what model.predict / model.export need
     pca = json.loads((train_shards / "pca.json").read_text())
     assert info["classes"] == json.loads((train_shards / "manifest.json").read_text())["classes"]
@@ -76,13 +83,13 @@ def test_resume_gives_the_same_losses(train_shards, tmp_path, backend):
     train(cfg(train_shards, tmp_path, name="whole", **kw))
     train(cfg(train_shards, tmp_path, name="cut", max_steps=3, **kw))  # stops inside epoch 0
     assert max(losses(tmp_path / "cut")) == 3
-    train(cfg(train_shards, tmp_path, name="cut", resume=True, **kw))
+    train(cfg(train_shards, tmp_path, name="cut", resume="", **kw))
     whole, cut = losses(tmp_path / "whole"), losses(tmp_path / "cut")
     assert sorted(whole) == sorted(cut) == list(range(1, 11))
     for step in whole:
         assert whole[step] == cut[step], (step, whole[step], cut[step])
-    assert torch.equal(load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["model"]["classifier.6.weight"],
-                       load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["model"]["classifier.6.weight"])
+    assert torch.equal(load_checkpoint(tmp_path / "whole" / "last.pt")["model"]["classifier.6.weight"],
+                       load_checkpoint(tmp_path / "cut" / "last.pt")["model"]["classifier.6.weight"])
 
 
 def torchrun(*args, **kw):
@@ -117,11 +124,11 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes(train_shards, tmp_path)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
     assert "stopped by SIGTERM" in out
-    ckpt = load_checkpoint(tmp_path / "sig" / "checkpoint.pt")
+    ckpt = load_checkpoint(tmp_path / "sig" / "last.pt")
     assert ckpt["epoch"] == 0 and 1 <= ckpt["step"] < 10
     r = subprocess.run(args + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"resumed {tmp_path / 'sig' / 'checkpoint.pt'} at epoch 0, step {ckpt['step']}" in r.stdout + r.stderr
+    assert f"resumed {tmp_path / 'sig' / 'last.pt'} at epoch 0, step {ckpt['step']}" in r.stdout + r.stderr
     assert sorted(losses(tmp_path / "sig")) == list(range(1, 11))
 
 
@@ -143,6 +150,73 @@ def test_errors(train_shards, tmp_path):
     # a checkpoint for another class count
     run = tmp_path / "other"
     run.mkdir()
-    save_checkpoint(run / "checkpoint.pt", {"arch": {"variant": "paper", "num_classes": 1000}})
+    save_checkpoint(run / "last.pt", {"arch": {"variant": "paper", "num_classes": 1000}})
     r = run_train("--shards", str(train_shards), "--runs", str(tmp_path), "--name", "other", "--resume")
     assert r.returncode == 2 and "num_classes': 1000" in r.stderr and "num_classes': 4" in r.stderr
+
+
+def files(run_dir) -> dict[str, tuple]:
+    """name -> (size, mtime_ns), and the bytes of the small files: enough to see any change."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes() if p.stat().st_size < 2**20 else None)
+            for p in sorted(run_dir.iterdir())}
+
+
+def test_run_folder_refusal_resume_and_overwrite(train_shards, tmp_path):
+    """Through the CLI, 3 steps per epoch (48 samples, batch 16), 8 val images: a second run with the same
+    --name is refused and changes nothing; a resume may change --lr (recorded) but not --batch-size; a resume
+    after kill -9 drops the records the dead process wrote past its checkpoint, so no step goes back;
+    --resume takes a run folder or a .pt file; --overwrite starts again."""
+    run = tmp_path / "r"
+    base = ["--shards", str(train_shards), "--runs", str(tmp_path), "--backend", "torch", "--batch-size", "16",
+            "--workers", "1", "--log-every", "1", "--init", "kaiming", "--no-ten-crop-eval", "--limit-train", "48",
+            "--limit-val", "8", "--keep-every", "1"]
+    r = run_train(*base, "--name", "r", "--epochs", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {"last.pt", "best.pt", "epoch-001.pt", "model.pt"} <= {p.name for p in run.iterdir()}
+    assert "\r" not in r.stdout + r.stderr and "[train] step=3 epoch=1 " in r.stdout  # no bar in a pipe: lines
+    before = files(run)
+
+    r = run_train(*base, "--name", "r", "--epochs", "1")
+    assert r.returncode == 2
+    assert f"error: {run} already holds a run; continue it with --resume, start it again with --overwrite" in r.stderr
+    assert "another --name" in r.stderr
+    r = run_train(*base, "--name", "r", "--epochs", "2", "--resume", "--batch-size", "8")
+    assert r.returncode == 2 and "--batch-size 16 (now 8)" in r.stderr
+    assert "resume: --batch-size 16 -> 8 (refused)" in r.stdout
+    r = run_train(*base, "--name", "r", "--resume", "--overwrite")
+    assert r.returncode == 2 and "--resume and --overwrite contradict" in r.stderr
+    assert files(run) == before  # nothing of the first run changed
+
+    # resume with another --lr, killed mid-epoch after step 4 was logged (the checkpoint is at step 3)
+    more = [*base, "--name", "r", "--epochs", "2", "--lr", "0.005", "--resume"]
+    proc = subprocess.Popen([sys.executable, "-m", "model.train", "--device", "cpu", *more], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while (run / "metrics.jsonl").read_text().count('"kind": "train"') < 4 and time.time() < deadline:
+        time.sleep(0.1)  # counted as text: the last line may be half written
+    proc.kill()
+    proc.wait(timeout=60)
+    assert max(losses(run)) >= 4 and load_checkpoint(run / "last.pt")["step"] == 3
+    r = run_train(*more)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resume: --lr 0.01 -> 0.005" in r.stdout and "after step 3 dropped" in r.stdout
+    records = read_metrics(run / "metrics.jsonl")
+    assert [x["step"] for x in records if x["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert [(x["step"], x["epoch"]) for x in records if x["kind"] == "eval"] == [(3, 1), (6, 2)]
+    assert [x["lr"] for x in records if x["kind"] == "train"] == [0.01] * 3 + [0.005] * 3
+    history = json.loads((run / "config.json").read_text())["history"]
+    assert [h["step"] for h in history] == [0, 3, 3]
+    assert history[-1]["changes"] == {"epochs": [1, 2], "lr": [0.01, 0.005]}
+    assert history[-1]["resumed_from"] == str(run / "last.pt")
+    assert {"epoch-002.pt", "model.pt"} <= {p.name for p in run.iterdir()}
+
+    # --resume FOLDER and --resume FILE, into new run folders (nothing left to train: they load and stop)
+    r = run_train(*base, "--name", "from-folder", "--epochs", "2", "--resume", str(run))
+    assert r.returncode == 0 and f"resumed {run / 'last.pt'} at epoch 2, step 6" in r.stdout + r.stderr
+    r = run_train(*base, "--name", "from-file", "--epochs", "1", "--resume", str(run / "epoch-001.pt"))
+    assert r.returncode == 0 and f"resumed {run / 'epoch-001.pt'} at epoch 1, step 3" in r.stdout + r.stderr
+
+    r = run_train(*base, "--name", "r", "--epochs", "1", "--max-steps", "1", "--keep-every", "0", "--overwrite")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (run / "epoch-002.pt").exists() and not (run / "epoch-001.pt").exists()
+    assert max(losses(run)) == 1 and len(json.loads((run / "config.json").read_text())["history"]) == 1

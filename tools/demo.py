@@ -51,20 +51,23 @@ def main(out, epochs, lr, batch_size):
     step("RGB statistics and PCA", [py, "tools/compute_pca.py", "--shards", str(shards)])
     step("loader benchmark", [py, "-m", "pipeline.bench", "--shards", str(shards), "--batch-size", "64",
                               "--batches", "24", "--json", str(out / "bench.json")])
-    summary_path = runs / "demo" / "summary.json"
+    run = runs / "demo"
+    summary_path = run / "summary.json"
     train_cmd = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "model.train",
                  "--shards", str(shards), "--runs", str(runs), "--name", "demo", "--device", "cpu",
                  "--backend", "dali", "--epochs", str(epochs), "--batch-size", str(batch_size), "--init", "kaiming",
                  "--lr", str(lr),
                  "--schedule", "step", "--milestones", str(max(1, epochs - 2)), "--log-every", "5",
                  "--no-ten-crop-eval"]
-    done = summary_path.is_file() and json.loads(summary_path.read_text()).get("epochs") == epochs
+    done = (run / "model.pt").is_file() and json.loads(summary_path.read_text()).get("epochs") == epochs
     if done:
-        click.echo(f"\n== training: {summary_path} shows {epochs} finished epochs, kept (remove {runs} to train again)")
+        click.echo(f"\n== training: {summary_path} shows {epochs} finished epochs, kept (remove {run} to train again)")
     else:
-        resume = ["--resume"] if (runs / "demo" / "checkpoint.pt").is_file() else []
+        # an earlier demo's run is continued, never started over (checkpoint.pt: demos from before last.pt)
+        previous = next((p for p in (run / "last.pt", run / "checkpoint.pt") if p.is_file()), None)
+        resume = ["--resume", str(previous)] if previous else ["--overwrite"]
         step("training AlexNet on 2 CPU processes (gloo)", train_cmd + resume, env={"OMP_NUM_THREADS": "1"})
-    ckpt = runs / "demo" / "checkpoint.pt"
+    ckpt = run / "model.pt"
     for kind, flag in (("centre", "--centre-crop"), ("ten_crop", "--ten-crop")):
         step(f"evaluate ({kind})", [py, "-m", "model.evaluate", "--checkpoint", str(ckpt), "--shards", str(shards),
                                     "--device", "cpu", "--backend", "dali", "--batch-size", "50", flag,
@@ -88,7 +91,7 @@ def main(out, epochs, lr, batch_size):
     click.echo("\n| demo | value |\n|---|---|")
     for k, v in rows:
         click.echo(f"| {k} | {v} |")
-    click.echo(f"\ndemo: done in {time.perf_counter() - t0:.0f} s; curves {runs / 'demo' / 'curves.png'}, "
+    click.echo(f"\ndemo: done in {time.perf_counter() - t0:.0f} s; curves {run / 'curves.png'}, "
                f"preview {out / 'preview.png'}")
 
 
