@@ -13,13 +13,14 @@ A run's checkpoint files (model.train writes them; model.run.save_state builds t
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import torch
 
 from shardkit.errors import DataError
-from shardkit.files import atomic_write, full_disk_as_error, remove_stale_partials
+from shardkit.files import atomic_write, full_disk_as_error, partial_path, remove_stale_partials
 
 LAST, BEST, WEIGHTS = "last.pt", "best.pt", "model.pt"
 
@@ -116,5 +117,14 @@ def save_weights(run_dir: Path, model: dict, arch: dict, inference: dict) -> Pat
 
 
 def _copy(src: Path, dst: Path) -> None:
-    with open(src, "rb") as f, atomic_write(dst) as out:
-        shutil.copyfileobj(f, out)
+    """dst becomes what src is now. A hard link under a temporary name, renamed onto dst: no bytes are
+    written, and since every save replaces last.pt by a rename (a new file), dst keeps this content.
+    Where the file system has no hard links, a copy."""
+    tmp = partial_path(dst)
+    try:
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        with open(src, "rb") as f, atomic_write(dst) as out:
+            shutil.copyfileobj(f, out)

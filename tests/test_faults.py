@@ -294,7 +294,7 @@ def test_kill_9_during_checkpoint_save_keeps_the_previous_one(good, tmp_path):
              "1", "--init", "kaiming", "--no-ten-crop-eval", "--limit-val", "5"]  # AlexNet on a CPU: few steps
     r = subprocess.run(train + ["--max-steps", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    ckpt = tmp_path / "k" / "checkpoint.pt"
+    ckpt = tmp_path / "k" / "last.pt"
     before = ckpt.read_bytes()
     # a save that stops after its first megabyte (a real, large state dict), then is killed with -9
     code = textwrap.dedent(f"""
