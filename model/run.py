@@ -85,7 +85,8 @@ class Progress:
     val_errors: list[float] = field(default_factory=list)
 
 
-def provenance(dist: Dist) -> dict:
+def versions() -> dict:
+    """The software a result was measured with: torch, CUDA, DALI, Python, and this repository's git commit."""
     try:
         import nvidia.dali
         dali = nvidia.dali.__version__
@@ -96,9 +97,13 @@ def provenance(dist: Dist) -> dict:
                                 cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
+    return {"torch": str(torch.__version__), "dali": dali, "cuda": torch.version.cuda, "git_commit": commit,
+            "python": platform.python_version()}
+
+
+def provenance(dist: Dist) -> dict:
     device = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else platform.processor() or "cpu"
-    return {"torch": str(torch.__version__), "dali": dali, "cuda": torch.version.cuda, "device": device,
-            "world_size": dist.world_size, "git_commit": commit, "python": platform.python_version()}
+    return {**versions(), "device": device, "world_size": dist.world_size}
 
 
 def open_run(cfg: Config, dist: Dist, arch: dict) -> tuple[Path, RunLog, dict, Path | None]:

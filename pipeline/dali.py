@@ -56,13 +56,18 @@ def shard_pipeline(tars, idxs, *, decoder: dict, roi_decode: bool, train: bool, 
         paths=tars, index_paths=idxs, ext=["jpg", "cls"], missing_component_behavior="error", name="reader",
         shard_id=shard_id, num_shards=num_shards, **order)
     scale = [255.0 * s for s in std]
+    labels = fn.pad(cls, fill_value=0, shape=[LABEL_BYTES], axes=[0])
+
+    def decode(window: dict):
+        """(images, what crop_mirror_normalize still has to cut): only the window decoded with roi_decode,
+        else the whole image, the window left to the normalization."""
+        if roi_decode:
+            return fn.decoders.image_crop(jpegs, **window, **decoder), {}
+        return fn.decoders.image(jpegs, **decoder), window
+
     if train and augment:
         pos = fn.random.uniform(values=OFFSETS, shape=[2])
-        window = dict(crop=(CROP, CROP), crop_pos_x=pos[0], crop_pos_y=pos[1])
-        if roi_decode:
-            images, window = fn.decoders.image_crop(jpegs, **window, **decoder), {}
-        else:
-            images = fn.decoders.image(jpegs, **decoder)
+        images, window = decode(dict(crop=(CROP, CROP), crop_pos_x=pos[0], crop_pos_y=pos[1]))
         # lighting folded into the per-image mean: (x/255 + eigvec @ (alpha * eigval) - mean) / std
         #   = (x - shift) / (255 std), shift = 255 mean - 255 eigvec diag(eigval) alpha, one coord_transform
         alpha = fn.random.normal(shape=[1, 3], stddev=ALPHA_STD)
@@ -72,7 +77,6 @@ def shard_pipeline(tars, idxs, *, decoder: dict, roi_decode: bool, train: bool, 
         out = fn.crop_mirror_normalize(images, mean=fn.reshape(shift, shape=[3]), std=scale, **window,
                                        mirror=mirror, dtype=types.FLOAT, output_layout="HWC")
         if params:  # what each sample drew, and its JPEG, for pipeline/preview.py
-            labels = fn.pad(cls, fill_value=0, shape=[LABEL_BYTES], axes=[0])
             return out, labels, pos, mirror, alpha, jpegs
     elif ten_crop:
         images = fn.decoders.image(jpegs, **decoder)
@@ -81,14 +85,9 @@ def shard_pipeline(tars, idxs, *, decoder: dict, roi_decode: bool, train: bool, 
                                                   dtype=types.FLOAT, output_layout="HWC")
                          for m in (0, 1) for ax, ay in TEN_CROP_ANCHORS])
     else:  # the centre window
-        window = dict(crop=(CROP, CROP))
-        if roi_decode:
-            images, window = fn.decoders.image_crop(jpegs, **window, **decoder), {}
-        else:
-            images = fn.decoders.image(jpegs, **decoder)
+        images, window = decode(dict(crop=(CROP, CROP)))
         out = fn.crop_mirror_normalize(images, mean=[255.0 * v for v in mean], std=scale, **window,
                                        dtype=types.FLOAT, output_layout="HWC")
-    labels = fn.pad(cls, fill_value=0, shape=[LABEL_BYTES], axes=[0])
     return out, labels
 
 

@@ -89,23 +89,14 @@ def write_text(path: Path, text: str) -> None:
 def provenance(device) -> dict:
     import numpy
     import torch
-    try:
-        import nvidia.dali
-        dali = nvidia.dali.__version__
-    except ImportError:
-        dali = None
-    out = {"device": str(device), "python": platform.python_version(), "torch": torch.__version__,
-           "cuda": torch.version.cuda, "dali": dali, "numpy": numpy.__version__, "cpu_cores": _cores(),
+
+    from model.run import versions
+    out = {**versions(), "device": str(device), "numpy": numpy.__version__, "cpu_cores": _cores(),
            "cpu": platform.processor() or platform.machine()}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         out.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
                    capability=f"{props.major}.{props.minor}", driver=_driver())
-    try:
-        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                           cwd=Path(__file__).parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        out["git_commit"] = None
     return out
 
 
