@@ -3,6 +3,7 @@ without a traceback, also under torchrun (rank 0 only)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,8 +74,11 @@ def test_torchrun_prints_the_error_once(tmp_path):
     errors = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("error:")]
     assert errors == [f"error: {tmp_path / 'nowhere' / 'manifest.json'}: not found; make shards first: "
                       f"python tools/make_shards.py --src SRC --out {tmp_path / 'nowhere'}"], r.stderr
-    # torchrun's own failure report follows (it cannot be switched off); it shows both ranks' status 2
-    assert r.stderr.count("exitcode  : 2") == 2, r.stderr
+    # torchrun's own failure report follows (it cannot be switched off). The first rank to exit shows status 2;
+    # both ranks fail alike, but torchrun sends SIGTERM to the other as soon as one has failed, so that one shows
+    # status 2 if it exited first and -15 if torchrun's signal won the race (about one run in four here).
+    codes = re.findall(r"exitcode  : (-?\d+)", r.stderr)
+    assert len(codes) == 2 and "2" in codes and set(codes) <= {"2", "-15"}, r.stderr
     assert "model/" not in r.stderr  # no traceback from our code
 
 
