@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from shardkit.errors import DataError
-from shardkit.files import atomic_write, full_disk_as_error, partial_path, remove_stale_partials
+from common.errors import DataError
+from common.files import atomic_write, full_disk_as_error, partial_path, remove_stale_partials
 
 LAST, BEST, WEIGHTS = "last.pt", "best.pt", "model.pt"
 
@@ -91,7 +91,7 @@ def inference_meta(*, variant: str, lrn: str, classes: list[str], class_names: l
     return meta
 
 
-def check_arch(ckpt: dict, path: Path, *, variant: str, num_classes: int) -> None:
+def require_arch(ckpt: dict, path: Path, *, variant: str, num_classes: int) -> None:
     """Refuse a checkpoint made for another architecture or class count, saying which."""
     arch = ckpt.get("arch") or {}
     want = {"variant": variant, "num_classes": num_classes}

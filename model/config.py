@@ -1,13 +1,13 @@
 """A training run's configuration: one frozen dataclass, the only place its defaults are written.
 
-`python -m model.train` fills it from click options whose defaults are read from here (shardkit.cli.default);
+`python -m model.train` fills it from click options whose defaults are read from here (common.cli.default);
 it is printed at the start, saved in config.json and in every checkpoint.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from pipeline import default_device
+from common.device import default_device
 
 
 @dataclass(frozen=True)

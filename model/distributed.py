@@ -24,8 +24,8 @@ import click
 import torch
 import torch.distributed as td
 
-from shardkit import cli
-from shardkit.errors import ConfigError, DataError
+from common import cli
+from common.errors import ConfigError, DataError
 
 FAILED = "failed"   # store key: {"rank", "code", "message"} of the first rank that failed
 POLL_S = 0.25

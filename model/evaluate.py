@@ -16,16 +16,17 @@ from pathlib import Path
 
 import click
 import torch
-import torch.nn.functional as F
 
 from model.checkpoint import CheckpointError
 from model.distributed import Dist, distributed
-from model.inference import Renormalize, load_model, model_options
-from pipeline import BACKENDS, DEVICES, Loader, dataset_classes, dataset_statistics, default_device, make_loader
-from shardkit import cli
-from shardkit.errors import DataError
-from shardkit.files import write_json
-from shardkit.progress import progress
+from common import cli
+from common.device import default_device
+from common.errors import DataError
+from common.files import write_json
+from common.progress import progress_bar
+from model.config import Config
+from model.inference import Renormalize, load_model, model_options, probabilities
+from pipeline import BACKENDS, DEVICES, Loader, make_loader, open_dataset
 
 
 @torch.no_grad()
@@ -37,18 +38,9 @@ def evaluate(model: torch.nn.Module, loader: Loader, dist: Dist, *, amp: bool = 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
     sums = torch.zeros(4, dtype=torch.float64, device=dist.device)  # images, top1 hits, top5 hits, nll
     t0 = time.perf_counter()
-    bar = progress(len(loader), "eval", "batch", enabled=dist.main)  # a bar on a terminal, else a line every 30 s
+    bar = progress_bar(len(loader), "eval", "batch", enabled=dist.main)  # a bar on a terminal, else a line every 30 s
     for images, labels in loader:
-        crops = images.dim() == 5
-        x = images.flatten(0, 1) if crops else images
-        if x.is_cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            logits = model(x).float()
-        if crops:
-            prob = F.softmax(logits, dim=-1).view(images.shape[0], images.shape[1], -1).mean(1)
-        else:
-            prob = F.softmax(logits, dim=-1)
+        prob = probabilities(model, images, autocast)
         top5 = prob.topk(min(5, prob.shape[-1]), dim=-1).indices
         hit = top5 == labels[:, None]
         sums += torch.stack([torch.tensor(float(len(labels)), device=sums.device), hit[:, 0].sum().double(),
@@ -66,10 +58,11 @@ def evaluate(model: torch.nn.Module, loader: Loader, dist: Dist, *, amp: bool = 
 
 @click.command(context_settings=cli.CONTEXT)
 @model_options
-@click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path))
-@click.option("--backend", type=click.Choice(BACKENDS), default=cli.default(make_loader, "backend"), show_default=True)
+@click.option("--shards", default=cli.default(Config, "shards"), show_default=True, type=click.Path(path_type=Path))
+@click.option("--backend", type=click.Choice(BACKENDS), default=cli.default(Config, "backend"), show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default=default_device(), show_default="cuda if available")
-@click.option("--batch-size", default=128, show_default=True, help="Global batch size (split over ranks).")
+@click.option("--batch-size", default=cli.default(Config, "batch_size"), show_default=True,
+              help="Global batch size (split over ranks).")
 @click.option("--ten-crop/--centre-crop", default=False, help="The paper's 10-crop test, or the centre crop.")
 @click.option("--limit", type=click.IntRange(1), help="Evaluate only the first N val images.")
 @click.option("--workers", type=click.IntRange(0), help="Loader threads/processes per rank.")
@@ -77,11 +70,11 @@ def evaluate(model: torch.nn.Module, loader: Loader, dist: Dist, *, amp: bool = 
 def main(checkpoint, weights, variant, lrn, shards, backend, device, batch_size, ten_crop, limit, workers, json_path):
     """Evaluate a saved model (a checkpoint, or a weights file such as torchvision's) on the val shards."""
     model, meta = load_model(checkpoint=checkpoint, weights=weights, variant=variant, lrn=lrn)
-    classes = len(dataset_classes(shards))
+    data = open_dataset(shards)
     outputs = model.classifier[-1].out_features
-    if outputs != classes:
-        raise CheckpointError(f"{checkpoint or weights}: {outputs} classes, but {shards} has {classes}")
-    stats = dataset_statistics(shards)
+    if outputs != len(data.classes):
+        raise CheckpointError(f"{checkpoint or weights}: {outputs} classes, but {shards} has {len(data.classes)}")
+    stats = data.stats
     if meta["mean"] is not None and (meta["mean"], meta["std"]) != (stats["mean"], stats["std"]):
         # The loader normalises with the shards' statistics; the model wants its own (torchvision's
         # ImageNet mean/std for its weights).
@@ -91,7 +84,7 @@ def main(checkpoint, weights, variant, lrn, shards, backend, device, batch_size,
         if dist.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True  # fixed shapes (the last batch aside): pick algorithms once
-        loader = make_loader(shards, "val", max(1, batch_size // dist.world_size), backend=backend,
+        loader = make_loader(data, "val", max(1, batch_size // dist.world_size), backend=backend,
                              device=dist.device, rank=dist.rank, world_size=dist.world_size, ten_crop=ten_crop,
                              workers=workers, limit=limit)
         result = evaluate(model, loader, dist, amp=dist.device.type == "cuda")
@@ -103,6 +96,7 @@ def main(checkpoint, weights, variant, lrn, shards, backend, device, batch_size,
                        f"{result['images'] / result['seconds']:.0f} images/s")
             if json_path:
                 write_json(json_path, result)
+
 
 if __name__ == "__main__":
     cli.run(main)

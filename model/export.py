@@ -18,9 +18,9 @@ import click
 import torch
 
 from model.inference import CROP, load_model, model_options
-from shardkit import cli
-from shardkit.errors import ConfigError, DataError
-from shardkit.files import atomic_write
+from common import cli
+from common.errors import ConfigError, DataError
+from common.files import atomic_write
 
 FORMATS = ("onnx", "torch-export")
 META_KEY = "alexnet"
@@ -85,7 +85,7 @@ def read_meta(path: Path, fmt: str) -> dict:
     return json.loads(extra[f"{META_KEY}.json"])
 
 
-def check(model: torch.nn.Module, path: Path, fmt: str, atol: float = 1e-4) -> float:
+def compare_with_eager(model: torch.nn.Module, path: Path, fmt: str, atol: float = 1e-4) -> float:
     """Largest |exported - eager| logit on a random batch of 3 (another size than the traced one)."""
     x = _example(3)
     with torch.no_grad():
@@ -106,7 +106,7 @@ def main(checkpoint, weights, variant, lrn, fmt, out):
     model, meta = load_model(checkpoint=checkpoint, weights=weights, variant=variant, lrn=lrn)
     export(model, meta, fmt, out)
     try:
-        diff = check(model, out, fmt)
+        diff = compare_with_eager(model, out, fmt)
     except ExportError:
         out.unlink()  # a file that does not reproduce the model is not kept
         raise

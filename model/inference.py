@@ -3,12 +3,13 @@ torchvision's published AlexNet weights), with what it needs around it: labels a
 
     model, meta = load_model(checkpoint="runs/alexnet/model.pt")
     model, meta = load_model(weights="alexnet-owt-7be5be79.pth", variant="torchvision")
-    images = load_images(["cat.jpg"], meta)            # [N, 3, 224, 224], the val preprocessing
+    x = prepare(torch.stack([load_image("cat.jpg")]), meta)   # [N, 3, 224, 224], the val preprocessing
 
 Used by model.predict, model.export and model.evaluate. Everything is read with weights_only=True.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -17,7 +18,7 @@ from torch import nn
 
 from model.alexnet import LRNS, VARIANTS, build_model
 from model.checkpoint import CheckpointError, load_checkpoint
-from shardkit.errors import ConfigError
+from common.errors import ConfigError
 
 # torchvision's ImageNet normalisation (its weights' transforms), on [0, 1] pixels.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -111,10 +112,10 @@ def _classes_in(state: dict, source) -> int:
 
 def load_image(path: Path | str) -> torch.Tensor:
     """uint8 [3, 256, 256]: any file Pillow or OpenCV reads, made exactly as a shard image is (the shorter
-    side to 256 antialiased, the centre 256; tools/imaging.py), without the shard's JPEG re-encoding."""
-    from pipeline import load_image as shard_image
+    side to 256 antialiased, the centre 256; shardkit/imaging.py), without the shard's JPEG encoding."""
+    from pipeline import shard_pixels
 
-    return torch.from_numpy(shard_image(path, SIZE)).permute(2, 0, 1)
+    return torch.from_numpy(shard_pixels(path, SIZE)).permute(2, 0, 1)
 
 
 def prepare(images: torch.Tensor, meta: dict, *, ten_crop: bool = False) -> torch.Tensor:
@@ -128,9 +129,13 @@ def prepare(images: torch.Tensor, meta: dict, *, ten_crop: bool = False) -> torc
 
 
 @torch.no_grad()
-def probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Softmax over classes; 10-crop inputs [N, 10, 3, H, W] average the 10 softmax outputs (the paper's test)."""
-    if x.dim() == 5:
-        n, c = x.shape[:2]
-        return torch.softmax(model(x.flatten(0, 1)), -1).view(n, c, -1).mean(1)
-    return torch.softmax(model(x), -1)
+def probabilities(model: nn.Module, x: torch.Tensor, autocast=nullcontext()) -> torch.Tensor:
+    """Softmax over classes, in float32; 10-crop inputs [N, 10, 3, H, W] average the 10 softmax outputs (the
+    paper's test). On CUDA the input goes channels_last, the layout the model is kept in there."""
+    crops = x.dim() == 5
+    flat = x.flatten(0, 1) if crops else x
+    if flat.is_cuda:
+        flat = flat.contiguous(memory_format=torch.channels_last)
+    with autocast:
+        prob = torch.softmax(model(flat).float(), -1)
+    return prob.view(x.shape[0], x.shape[1], -1).mean(1) if crops else prob

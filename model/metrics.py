@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from shardkit.files import atomic_write, full_disk_as_error
+from common.files import atomic_write, full_disk_as_error
 
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
@@ -132,36 +132,9 @@ def plot_curves(metrics_path: Path, png_path: Path, *, title: str = "", num_clas
 
     fig, (ax_loss, ax_err, ax_lr) = plt.subplots(3, 1, figsize=(8, 9), sharex=True,
                                                   gridspec_kw={"height_ratios": [3, 3, 1.4]})
-    ax_loss.plot([r["epoch"] for r in train], [r["loss"] for r in train], label="train loss", lw=1)
-    if any("loss" in r for r in evals):
-        ax_loss.plot([r["epoch"] for r in evals if "loss" in r], [r["loss"] for r in evals if "loss" in r],
-                     marker="o", label="val loss")
-    if num_classes:
-        ax_loss.axhline(math.log(num_classes), color="grey", ls=":", label=f"chance (ln {num_classes})")
-    ax_loss.set_ylabel("cross-entropy")
-    ax_loss.legend(loc="upper right")
-
-    for key, label, colour in (("top1_err", "val top-1 error", "C0"), ("top5_err", "val top-5 error", "C1")):
-        ax_err.plot([r["epoch"] for r in evals], [r[key] for r in evals], marker="o", color=colour, label=label)
-    if num_classes:
-        ax_err.axhline(1 - 1 / num_classes, color="C0", ls=":", label=f"chance top-1 ({1 - 1 / num_classes:.3f})")
-        ax_err.axhline(max(0.0, 1 - 5 / num_classes), color="C1", ls=":",
-                       label=f"chance top-5 ({max(0.0, 1 - 5 / num_classes):.3f})")
-    if ten:
-        final, x = ten[-1], max([r["epoch"] for r in evals + train] or [0])
-        for key, colour, name in (("top1_err", "C0", "top-1"), ("top5_err", "C1", "top-5")):
-            ax_err.plot([x], [final[key]], marker="*", ms=14, color=colour, ls="none",
-                        label=f"10-crop {name}: {final[key]:.3f}")
-    ax_err.set_ylabel("error")
-    ax_err.set_ylim(0, 1)
-    ax_err.legend(loc="upper right", fontsize=8)
-
-    lr = [r for r in train if "lr" in r]
-    ax_lr.step([r["epoch"] for r in lr], [r["lr"] for r in lr], where="pre", color="C2")  # a record's lr held over the steps up to it
-    if lr and min(r["lr"] for r in lr) > 0:
-        ax_lr.set_yscale("log")
-    ax_lr.set_ylabel("learning rate")
-    ax_lr.set_xlabel("epoch")
+    _loss_panel(ax_loss, train, evals, num_classes)
+    _error_panel(ax_err, train, evals, ten[-1] if ten else None, num_classes)
+    _lr_panel(ax_lr, train)
     last = evals[-1] if evals else None
     heading = title or Path(metrics_path).parent.name
     if last:
@@ -172,3 +145,41 @@ def plot_curves(metrics_path: Path, png_path: Path, *, title: str = "", num_clas
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     return Path(png_path)
+
+
+def _loss_panel(ax, train: list[dict], evals: list[dict], num_classes: int | None) -> None:
+    ax.plot([r["epoch"] for r in train], [r["loss"] for r in train], label="train loss", lw=1)
+    if any("loss" in r for r in evals):
+        ax.plot([r["epoch"] for r in evals if "loss" in r], [r["loss"] for r in evals if "loss" in r],
+                marker="o", label="val loss")
+    if num_classes:
+        ax.axhline(math.log(num_classes), color="grey", ls=":", label=f"chance (ln {num_classes})")
+    ax.set_ylabel("cross-entropy")
+    ax.legend(loc="upper right")
+
+
+def _error_panel(ax, train: list[dict], evals: list[dict], ten: dict | None, num_classes: int | None) -> None:
+    for key, label, colour in (("top1_err", "val top-1 error", "C0"), ("top5_err", "val top-5 error", "C1")):
+        ax.plot([r["epoch"] for r in evals], [r[key] for r in evals], marker="o", color=colour, label=label)
+    if num_classes:
+        ax.axhline(1 - 1 / num_classes, color="C0", ls=":", label=f"chance top-1 ({1 - 1 / num_classes:.3f})")
+        ax.axhline(max(0.0, 1 - 5 / num_classes), color="C1", ls=":",
+                   label=f"chance top-5 ({max(0.0, 1 - 5 / num_classes):.3f})")
+    if ten:
+        x = max([r["epoch"] for r in evals + train] or [0])
+        for key, colour, name in (("top1_err", "C0", "top-1"), ("top5_err", "C1", "top-5")):
+            ax.plot([x], [ten[key]], marker="*", ms=14, color=colour, ls="none",
+                    label=f"10-crop {name}: {ten[key]:.3f}")
+    ax.set_ylabel("error")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper right", fontsize=8)
+
+
+def _lr_panel(ax, train: list[dict]) -> None:
+    lr = [r for r in train if "lr" in r]
+    # a record's lr is held over the steps up to it
+    ax.step([r["epoch"] for r in lr], [r["lr"] for r in lr], where="pre", color="C2")
+    if lr and min(r["lr"] for r in lr) > 0:
+        ax.set_yscale("log")
+    ax.set_ylabel("learning rate")
+    ax.set_xlabel("epoch")

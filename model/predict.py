@@ -18,9 +18,9 @@ import click
 import torch
 
 from model.inference import load_image, load_model, model_options, prepare, probabilities
-from pipeline import dataset_class_names, dataset_classes, dataset_statistics
-from shardkit import cli
-from shardkit.errors import ConfigError, DataError
+from pipeline import open_dataset
+from common import cli
+from common.errors import ConfigError, DataError
 
 
 def label(meta: dict, index: int) -> str:
@@ -57,15 +57,15 @@ def predict(model, meta: dict, paths: list[Path], *, ten_crop: bool = False, top
 
 def fill_from_shards(meta: dict, shards: Path, outputs: int) -> None:
     """Classes (and statistics, for a checkpoint without them) from a shards folder, where meta lacks them."""
-    classes = dataset_classes(shards)
-    if len(classes) != outputs:
-        raise ConfigError(f"{shards}: the manifest has {len(classes)} classes, the model {outputs}; "
-                         "leave out --shards or give the matching shards")
+    data = open_dataset(shards)
+    if len(data.classes) != outputs:
+        raise ConfigError(f"{shards}: the manifest has {len(data.classes)} classes, the model {outputs}; "
+                          "leave out --shards or give the matching shards")
     if not meta.get("classes"):
-        meta.update(classes=classes, class_names=dataset_class_names(shards))
+        names = data.class_names
+        meta.update(classes=list(data.classes), class_names=list(names) if names else None)
     if meta["mean"] is None:
-        stats = dataset_statistics(shards)
-        meta.update(mean=stats["mean"], std=stats["std"])
+        meta.update(mean=data.stats["mean"], std=data.stats["std"])
 
 
 @click.command(context_settings=cli.CONTEXT)

@@ -11,7 +11,8 @@ Starting a run where one already is is refused, naming the ways on: --resume, --
 The checkpoint's config is compared with the new one and the differences printed: changes to the
 architecture or the data are refused, the rest (epochs, lr, schedule, ...) accepted and recorded in
 config.json's history; metrics.jsonl loses the records written after the checkpoint's step, so curves never
-go back. `Run` holds what stays fixed while a run trains, so the loop's functions take one argument for it.
+go back. `Run` holds what stays fixed while a run trains, so the loop's functions take one argument for it;
+`RunState` is where it stands (epoch, step, val errors), saved in every checkpoint.
 """
 from __future__ import annotations
 
@@ -27,15 +28,15 @@ from pathlib import Path
 import click
 import torch
 
-from model.checkpoint import LAST, CheckpointError, check_arch, load_checkpoint, save_checkpoints, save_weights
+from model.checkpoint import LAST, CheckpointError, require_arch, load_checkpoint, save_checkpoints, save_weights
 from model.config import Config, plain
 from model.distributed import Dist
 from model.metrics import CURVES, METRICS, RunLog, keep_metrics_until, plot_curves
-from pipeline import Loader
-from shardkit.errors import ConfigError
-from shardkit.files import write_json
-from shardkit.format import read_json
-from shardkit.progress import echo
+from pipeline import Dataset, Loader
+from common.errors import ConfigError
+from common.files import read_json, write_json
+
+from common.progress import echo
 
 CONFIG = "config.json"
 RUN_FILES = (CONFIG, METRICS, "summary.json", CURVES, "*.pt", "events.out.tfevents.*", ".*.partial")
@@ -46,12 +47,20 @@ IGNORED = ("resume", "overwrite", "name", "runs")  # how this process was asked 
 
 
 @dataclass(frozen=True)
-class Run:
-    cfg: Config
-    dist: Dist
+class RunFolder:
+    """runs/<name>/ once open_run has checked it (and on --resume the checkpoint) and written config.json."""
     dir: Path
     log: RunLog
     provenance: dict
+    resume_from: Path | None = None     # --resume: the checkpoint to continue from (load_state)
+
+
+@dataclass(frozen=True)
+class Run:
+    cfg: Config
+    dist: Dist
+    folder: RunFolder
+    data: Dataset                       # the shards folder, read once (pipeline.open_dataset)
     arch: dict                          # {"variant", "num_classes"}: what a checkpoint must match
     model: torch.nn.Module              # the plain model: checkpoints and evaluation
     net: torch.nn.Module                # what trains: the model, wrapped in DDP and/or torch.compile
@@ -60,7 +69,14 @@ class Run:
     val_loader: Loader
     autocast: AbstractContextManager    # bf16 on CUDA with --amp, else a no-op
     inference: dict                     # what a checkpoint carries for inference (model.checkpoint.inference_meta)
-    resume_from: Path | None = None     # --resume: the checkpoint to continue from (load_state)
+
+    @property
+    def dir(self) -> Path:
+        return self.folder.dir
+
+    @property
+    def log(self) -> RunLog:
+        return self.folder.log
 
     @property
     def on_gpu(self) -> bool:
@@ -78,7 +94,7 @@ class Run:
 
 
 @dataclass
-class Progress:
+class RunState:
     """Where a run stands: epochs finished, steps taken, the val top-1 error after each finished epoch."""
     epoch: int = 0
     step: int = 0
@@ -106,9 +122,9 @@ def provenance(dist: Dist) -> dict:
     return {**versions(), "device": device, "world_size": dist.world_size}
 
 
-def open_run(cfg: Config, dist: Dist, arch: dict) -> tuple[Path, RunLog, dict, Path | None]:
+def open_run(cfg: Config, dist: Dist, arch: dict) -> RunFolder:
     """The run folder, checked (and on --resume the checkpoint) before anything in it changes; then
-    config.json, the printed config, the log. Returns (folder, log, provenance, checkpoint to resume from)."""
+    config.json, the printed config, the log."""
     run_dir = Path(cfg.runs) / cfg.name
     resume, step, changes = None, 0, {}
     if cfg.resume is not None:
@@ -116,11 +132,11 @@ def open_run(cfg: Config, dist: Dist, arch: dict) -> tuple[Path, RunLog, dict, P
             raise ConfigError("--resume and --overwrite contradict each other; choose one")
         resume = resume_path(cfg.resume, run_dir)
         ckpt = load_checkpoint(resume)
-        check_arch(ckpt, resume, **arch)
+        require_arch(ckpt, resume, **arch)
         if "optimizer" not in ckpt or "config" not in ckpt:
             raise CheckpointError(f"{resume}: weights only (no optimizer, position or config); resume from a run's "
                                   f"last.pt, best.pt or epoch-NNN.pt")
-        changes = check_resume_config(ckpt["config"], plain(cfg), resume, echo=echo if dist.main else _quiet)
+        changes = resume_changes(ckpt["config"], plain(cfg), resume, echo=echo if dist.main else _quiet)
         step = ckpt["step"]
     prov = provenance(dist)
     if dist.main:
@@ -130,7 +146,7 @@ def open_run(cfg: Config, dist: Dist, arch: dict) -> tuple[Path, RunLog, dict, P
         if resume and (dropped := keep_metrics_until(run_dir / METRICS, step)):
             echo(f"resume: {dropped} records after step {step} dropped from {run_dir / METRICS}")
     log = RunLog(run_dir, dist.main, echo=echo, epochs=cfg.epochs, device=dist.device, start_step=step)
-    return run_dir, log, prov, resume
+    return RunFolder(run_dir, log, prov, resume)
 
 
 def _quiet(line: str) -> None:
@@ -175,7 +191,7 @@ def config_changes(saved: dict, new: dict) -> tuple[dict, dict]:
     return refused, accepted
 
 
-def check_resume_config(saved: dict, new: dict, checkpoint: Path, echo=print) -> dict:
+def resume_changes(saved: dict, new: dict, checkpoint: Path, echo=print) -> dict:
     """Print the differences; raise ConfigError for those a resume cannot take; return the accepted ones."""
     refused, accepted = config_changes(saved, new)
     for key, (old, now) in {**accepted, **refused}.items():
@@ -199,7 +215,7 @@ def write_config(run_dir: Path, config: dict, provenance: dict, *, step: int = 0
     write_json(path, {"config": config, "provenance": provenance, "history": history + [entry]})
 
 
-def save_state(run: Run, progress: Progress, *, finished: bool) -> None:
+def save_state(run: Run, state: RunState, *, finished: bool) -> None:
     """last.pt at this position; after a `finished` epoch also best.pt (lowest val top-1 so far) and the
     --keep-every snapshot. Every rank calls it (each one's RNG and loader state is gathered); rank 0 writes."""
     ranks = run.dist.all_gather({"rng_cpu": torch.get_rng_state(),
@@ -207,23 +223,23 @@ def save_state(run: Run, progress: Progress, *, finished: bool) -> None:
                                  "loader": run.train_loader.state_dict()})
     if not run.dist.main:
         return
-    errors, every = progress.val_errors, run.cfg.keep_every
+    errors, every = state.val_errors, run.cfg.keep_every
     save_checkpoints(run.dir, {
-        "model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "epoch": progress.epoch,
-        "step": progress.step, "val_errors": errors, "config": plain(run.cfg), "arch": run.arch, "ranks": ranks,
-        "world_size": run.dist.world_size, "provenance": run.provenance, "inference": run.inference},
+        "model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "epoch": state.epoch,
+        "step": state.step, "val_errors": errors, "config": plain(run.cfg), "arch": run.arch, "ranks": ranks,
+        "world_size": run.dist.world_size, "provenance": run.folder.provenance, "inference": run.inference},
         best=finished and errors[-1] < min(errors[:-1], default=math.inf),
-        snapshot=progress.epoch if finished and every and progress.epoch % every == 0 else None)
+        snapshot=state.epoch if finished and every and state.epoch % every == 0 else None)
 
 
-def load_state(run: Run) -> Progress:
-    """Restore model, optimizer, RNG and loader position from run.resume_from. From another world size the
-    train loader restarts the checkpoint's epoch and the RNG keeps this run's seed."""
-    path, dist = run.resume_from, run.dist
+def load_state(run: Run) -> RunState:
+    """Restore model, optimizer, RNG and loader position from the checkpoint of --resume. From another world
+    size the train loader restarts the checkpoint's epoch and the RNG keeps this run's seed."""
+    path, dist = run.folder.resume_from, run.dist
     ckpt = load_checkpoint(path)
     run.model.load_state_dict(ckpt["model"])
     run.opt.load_state_dict(ckpt["optimizer"])
-    progress = Progress(ckpt["epoch"], ckpt["step"], list(ckpt["val_errors"]))
+    state = RunState(ckpt["epoch"], ckpt["step"], list(ckpt["val_errors"]))
     if ckpt["world_size"] == dist.world_size:
         mine = ckpt["ranks"][dist.rank]
         torch.set_rng_state(mine["rng_cpu"])
@@ -233,9 +249,9 @@ def load_state(run: Run) -> Progress:
     else:
         run.echo(f"note: checkpoint from {ckpt['world_size']} ranks, now {dist.world_size}: "
                  "the loaders restart the epoch and the RNG is reseeded")
-        run.train_loader.load_state_dict({"epoch": progress.epoch, "batch": 0})
-    run.echo(f"resumed {path} at epoch {progress.epoch}, step {progress.step}")
-    return progress
+        run.train_loader.load_state_dict({"epoch": state.epoch, "batch": 0})
+    run.echo(f"resumed {path} at epoch {state.epoch}, step {state.step}")
+    return state
 
 
 def save_model(run: Run) -> None:

@@ -31,6 +31,9 @@ import click
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from common import cli
+from common.errors import ConfigError
+from common.progress import progress_bar
 from model.alexnet import INITS, LRNS, VARIANTS, build_model
 from model.checkpoint import inference_meta
 from model.config import Config
@@ -38,14 +41,11 @@ from model.distributed import Dist, distributed
 from model.evaluate import evaluate
 from model.metrics import RunLog
 from model.optim import make_optimizer, train_step
-from model.run import Progress, Run, finish, load_state, open_run, save_model, save_state
-from shardkit.progress import progress as progress_bar
+from model.run import Run, RunState, finish, load_state, open_run, save_model, save_state
 from model.schedule import LR_SCALINGS, learning_rate, scaled_lr, warmup_lr, warmup_start
 from model.stop import StopFlag
 from model.synthetic import measure_model
-from pipeline import BACKENDS, DEVICES, dataset_class_names, dataset_classes, dataset_statistics, make_loader
-from shardkit import cli
-from shardkit.errors import ConfigError
+from pipeline import BACKENDS, DEVICES, Dataset, make_loader, open_dataset
 
 
 @dataclass
@@ -105,22 +105,28 @@ def loader_args(cfg: Config, dist: Dist) -> dict:
 
 def setup(cfg: Config, dist: Dist) -> Run:
     torch.backends.cudnn.benchmark = dist.device.type == "cuda"  # every shape is fixed: time cuDNN's algorithms once
-    batch, classes = local_batch(cfg, dist), dataset_classes(cfg.shards)
-    stats = dataset_statistics(cfg.shards)
-    inference = inference_meta(variant=cfg.variant, lrn=cfg.lrn, classes=classes,
-                               class_names=dataset_class_names(cfg.shards), mean=stats["mean"], std=stats["std"])
-    model = new_model(cfg, dist, len(classes))
+    # the shards folder read once for the whole run, and checked before the run folder is touched
+    data = open_dataset(cfg.shards)
+    inference = dataset_inference_meta(cfg, data)
+    batch, shape = local_batch(cfg, dist), arch(cfg, len(data.classes))
+    train_loader = make_loader(data, "train", batch, limit=cfg.limit_train, **loader_args(cfg, dist))
+    val_loader = make_loader(data, "val", batch, limit=cfg.limit_val, **loader_args(cfg, dist))
+    model = new_model(cfg, dist, len(data.classes))
     opt = make_optimizer(cfg.update, model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    run_dir, log, prov, resume = open_run(cfg, dist, arch(cfg, len(classes)))
-    loader = partial(make_loader, cfg.shards, **loader_args(cfg, dist))
+    folder = open_run(cfg, dist, shape)
     net = model
     if dist.world_size > 1:
         net = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
-    return Run(cfg, dist, run_dir, log, prov, arch(cfg, len(classes)), model, net, opt,
-               loader("train", batch, limit=cfg.limit_train), loader("val", batch, limit=cfg.limit_val),
-               autocast(cfg, dist), inference, resume)
+    return Run(cfg=cfg, dist=dist, folder=folder, data=data, arch=shape, model=model, net=net, opt=opt,
+               train_loader=train_loader, val_loader=val_loader, autocast=autocast(cfg, dist), inference=inference)
+
+
+def dataset_inference_meta(cfg: Config, data: Dataset) -> dict:
+    names = data.class_names
+    return inference_meta(variant=cfg.variant, lrn=cfg.lrn, classes=list(data.classes),
+                          class_names=list(names) if names else None, mean=data.stats["mean"], std=data.stats["std"])
 
 
 def is_log_step(run: Run, step: int, stop: StopFlag) -> bool:
@@ -178,31 +184,31 @@ def train_epoch(run: Run, stop: StopFlag, *, epoch: int, lr: float, step: int) -
     return stats
 
 
-def fit(run: Run, progress: Progress, stop: StopFlag) -> tuple[EpochStats, dict]:
-    """Epochs from `progress` on (which it advances): train, evaluate, checkpoint. Returns the training
+def fit(run: Run, state: RunState, stop: StopFlag) -> tuple[EpochStats, dict]:
+    """Epochs from `state` on (which it advances): train, evaluate, checkpoint. Returns the training
     totals and the last evaluation ({} if none ran)."""
     cfg, total, result = run.cfg, EpochStats(), {}
-    for epoch in range(progress.epoch, cfg.epochs):
-        progress.epoch = epoch
+    for epoch in range(state.epoch, cfg.epochs):
+        state.epoch = epoch
         lr = learning_rate(scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling), epoch, schedule=cfg.schedule,
-                           milestones=cfg.milestones, val_errors=progress.val_errors, patience=cfg.patience)
+                           milestones=cfg.milestones, val_errors=state.val_errors, patience=cfg.patience)
         for group in run.opt.param_groups:
             group["lr"] = lr
-        stats = train_epoch(run, stop, epoch=epoch, lr=lr, step=progress.step)
-        total, progress.step = total + stats, progress.step + stats.steps
+        stats = train_epoch(run, stop, epoch=epoch, lr=lr, step=state.step)
+        total, state.step = total + stats, state.step + stats.steps
         if stats.stopped not in (None, "max-steps"):
-            save_state(run, progress, finished=False)
+            save_state(run, state, finished=False)
             run.echo(f"stopped by {stats.stopped}: checkpoint written to {run.dir / 'last.pt'}; continue with "
                      f"--resume")
             break
         finished = run.train_loader.batch == 0  # else --max-steps ended it inside the epoch
         result = evaluate(run.model, run.val_loader, run.dist, amp=run.on_gpu and cfg.amp)
-        run.log.write("eval", step=progress.step, epoch=epochs_done(run.train_loader), lr=lr, **result,
+        run.log.write("eval", step=state.step, epoch=epochs_done(run.train_loader), lr=lr, **result,
                       **stats.rates())
         if finished:
-            progress.epoch = epoch + 1
-            progress.val_errors.append(result["top1_err"])
-        save_state(run, progress, finished=finished)
+            state.epoch = epoch + 1
+            state.val_errors.append(result["top1_err"])
+        save_state(run, state, finished=finished)
         run.plot()
         if stats.stopped or stop.signal:
             break
@@ -212,16 +218,16 @@ def fit(run: Run, progress: Progress, stop: StopFlag) -> tuple[EpochStats, dict]
 def ten_crop_test(run: Run, step: int) -> dict:
     """The paper's test: the mean softmax of 10 crops per val image (4 corners, centre, and their mirrors)."""
     cfg, dist = run.cfg, run.dist
-    loader = make_loader(cfg.shards, "val", max(1, local_batch(cfg, dist) // 4), ten_crop=True, limit=cfg.limit_val,
+    loader = make_loader(run.data, "val", max(1, local_batch(cfg, dist) // 4), ten_crop=True, limit=cfg.limit_val,
                          **loader_args(cfg, dist))
     ten = evaluate(run.model, loader, dist, amp=run.on_gpu and cfg.amp)
     run.log.write("eval_ten_crop", step=step, epoch=epochs_done(run.train_loader), **ten)
     return ten
 
 
-def report(run: Run, progress: Progress, total: EpochStats, result: dict, ten: dict | None,
+def report(run: Run, state: RunState, total: EpochStats, result: dict, ten: dict | None,
            synthetic_rate: float | None) -> dict:
-    summary = {"epochs": len(progress.val_errors), "steps": progress.step, "stopped_by": total.stopped}
+    summary = {"epochs": len(state.val_errors), "steps": state.step, "stopped_by": total.stopped}
     if result:
         summary.update({"val_top1_err": result["top1_err"], "val_top5_err": result["top5_err"],
                         "val_images": result["images"]})
@@ -247,19 +253,19 @@ def measure_synthetic(cfg: Config, dist: Dist, model: torch.nn.Module, classes: 
 def train(cfg: Config) -> dict:
     with distributed(cfg.device) as dist:
         run = setup(cfg, dist)
-        progress = load_state(run) if run.resume_from else Progress()
+        state = load_state(run) if run.folder.resume_from else RunState()
         synthetic_rate = None
         if cfg.measure_synthetic:
             synthetic_rate = measure_synthetic(cfg, dist, run.model, run.arch["num_classes"], run.log,
                                                cfg.measure_synthetic)
         with StopFlag() as stop:
-            total, result = fit(run, progress, stop)
+            total, result = fit(run, state, stop)
         ended = total.stopped in (None, "max-steps")  # not stopped by a signal
-        ten = ten_crop_test(run, progress.step) if cfg.ten_crop_eval and ended and result else None
+        ten = ten_crop_test(run, state.step) if cfg.ten_crop_eval and ended and result else None
         if ended:
             save_model(run)
         run.plot()
-        summary = report(run, progress, total, result, ten, synthetic_rate)
+        summary = report(run, state, total, result, ten, synthetic_rate)
         finish(run.log, summary)
         return summary
 
@@ -269,9 +275,9 @@ def synthetic(cfg: Config) -> dict:
     if cfg.resume is not None:
         raise ConfigError("--synthetic trains nothing that --resume could continue; leave one out")
     with distributed(cfg.device) as dist:
-        classes = len(dataset_classes(cfg.shards))
+        classes = len(open_dataset(cfg.shards).classes)
         model = new_model(cfg, dist, classes)
-        _, log, _, _ = open_run(cfg, dist, arch(cfg, classes))
+        log = open_run(cfg, dist, arch(cfg, classes)).log
         summary = {"synthetic_images_per_s": measure_synthetic(cfg, dist, model, classes, log, cfg.max_steps or 100)}
         finish(log, summary)
         return summary

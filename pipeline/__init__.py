@@ -1,7 +1,8 @@
 """The input pipeline: `make_loader` is the one entry point the training loop uses.
 
-    from pipeline import make_loader
-    train = make_loader("shards", "train", 128, backend="dali", device="cuda", rank=rank, world_size=world)
+    from pipeline import make_loader, open_dataset
+    data = open_dataset("shards")           # the folder read once: classes, statistics, each split's index
+    train = make_loader(data, "train", 128, backend="dali", device="cuda", rank=rank, world_size=world)
     for images, labels in train:   # one epoch: images [B, 3, 224, 224] float32, labels [B] int64, on device
         ...
 """
@@ -9,64 +10,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from common.device import DEVICES
+from common.errors import ConfigError
+from common.parallel import default_workers
+from pipeline.dataset import Dataset, open_dataset
 from pipeline.loader import Loader
-from pipeline.spec import read_spec
-from shardkit.errors import ConfigError, DataError
-from shardkit.format import PCA, load_manifest, load_pca
-from shardkit.parallel import default_workers as cores
+from shardkit.imaging import shard_pixels  # one image made as a shard image is: what inference feeds a model
 
 BACKENDS = ("dali", "torch")
-DEVICES = ("cuda", "cpu")
+__all__ = ["BACKENDS", "DEVICES", "Dataset", "Loader", "make_loader", "open_dataset", "shard_pixels"]
 
 
-def dataset_classes(shards: str | Path) -> list[str]:
-    """The class list (wnids, label order) of a shards folder: what a model's output layer must match."""
-    return list(load_manifest(Path(shards))["classes"])
-
-
-def dataset_class_names(shards: str | Path) -> list[str] | None:
-    """Readable class names in label order (the manifest's `class_names`), or None when it has none."""
-    names = load_manifest(Path(shards)).get("class_names")
-    return list(names) if names else None
-
-
-def dataset_statistics(shards: str | Path, pca: str | Path | None = None) -> dict:
-    """pca.json of a shards folder (mean, std, eigval, eigvec on the [0, 1] scale), checked for shape."""
-    return load_pca(Path(pca) if pca else Path(shards) / PCA)
-
-
-def load_image(path: str | Path, size: int = 256) -> np.ndarray:
-    """[size, size, 3] uint8 RGB from any image file, made exactly as make_shards makes a shard image (the
-    shorter side to `size`, antialiased, the centre square), without the shard's JPEG re-encoding."""
-    from shardkit.imaging import BadImage, decode_bgr, resize_center_crop
-
-    try:
-        bgr = resize_center_crop(decode_bgr(Path(path).read_bytes(), size), size)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    except BadImage as e:
-        raise DataError(f"{path}: {e}") from None
-    return np.ascontiguousarray(bgr[:, :, ::-1])
-
-
-def default_device() -> str:
-    """Where loaders deliver and models run unless told otherwise: cuda if torch sees a GPU, else cpu."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def default_workers(world_size: int = 1) -> int:
-    """This rank's share of the cores the process may run on."""
-    return max(1, cores() // world_size)
-
-
-def make_loader(shards: str | Path, split: str, batch_size: int, *, backend: str = "dali",
+def make_loader(shards: str | Path | Dataset, split: str, batch_size: int, *, backend: str = "dali",
                 device: str | torch.device = "cuda", rank: int = 0, world_size: int = 1, seed: int = 0,
                 augment: bool | None = None, ten_crop: bool = False, workers: int | None = None,
                 limit: int | None = None, pca: str | Path | None = None) -> Loader:
     """A loader over `split` of a shards folder (docs/FORMAT.md), yielding (images, labels) on `device`.
+    `shards` is the folder or, to read nothing twice, the Dataset that open_dataset made of it.
 
     images: [B, 3, 224, 224] float32 normalized (or [B, 10, 3, 224, 224] with ten_crop, val only);
     labels: [B] int64. The result follows the pipeline.Loader contract: len(loader) = batches per epoch on
@@ -93,7 +55,7 @@ def make_loader(shards: str | Path, split: str, batch_size: int, *, backend: str
         raise ConfigError(f"rank {rank} is not in 0..{world_size - 1}")
     if ten_crop and split == "train":
         raise ConfigError("ten_crop is a val-time evaluation; it does not apply to train")
-    spec = read_spec(shards, split, pca)
+    spec = open_dataset(shards, pca).split(split)
     kwargs = dict(device=device, rank=rank, world_size=world_size, seed=seed,
                   augment=(split == "train") if augment is None else augment, ten_crop=ten_crop,
                   workers=default_workers(world_size) if workers is None else workers, limit=limit)

@@ -1,4 +1,5 @@
-"""The augmentation maths of docs/FORMAT.md (section 5) in torch, on a batch: lighting, normalization, the 10 test windows.
+"""The augmentation maths of docs/FORMAT.md (section 5) in torch, on a batch: lighting, normalization (and its
+inverse, for pictures and checks), the 10 test windows.
 
 The DALI pipeline does the same on its side (pipeline/dali.py); tests hold the two together.
     x = uint8 / 255                                  # [0, 1]
@@ -7,6 +8,7 @@ The DALI pipeline does the same on its side (pipeline/dali.py); tests hold the t
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from pipeline.spec import CROP, TEN_CROP_ANCHORS
@@ -25,6 +27,13 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
     scale = 1.0 / (255.0 * std)
     x = images.to(torch.float32)
     return x.mul_(scale.view(1, *view[1:])).sub_((shift / std).view(view))
+
+
+def denormalize(x: torch.Tensor, mean, std) -> np.ndarray:
+    """Normalized [..., 3, H, W] -> float64 pixel values on the 0..255 scale (lighting left in): the inverse of
+    `normalize` without an offset."""
+    x = np.asarray(x.detach().float().cpu(), np.float64)
+    return (x * np.asarray(std, np.float64).reshape(3, 1, 1) + np.asarray(mean, np.float64).reshape(3, 1, 1)) * 255.0
 
 
 def ten_crop(images: torch.Tensor, crop: int = CROP) -> torch.Tensor:

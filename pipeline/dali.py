@@ -18,7 +18,7 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 
 from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, TEN_CROP_ANCHORS, ShardSpec, epoch_plan
-from shardkit.errors import DataError
+from common.errors import DataError
 from shardkit.format import index_path
 from shardkit.verify import VERIFY_CMD, bad_sample_error, find_bad_sample
 

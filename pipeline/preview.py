@@ -20,12 +20,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from pipeline import BACKENDS, make_loader
-from pipeline.augment import lighting_offset, normalize
-from pipeline.spec import CROP, ShardSpec, read_spec
-from shardkit import cli
-from shardkit.files import atomic_write
-from shardkit.format import load_manifest
+from common import cli
+from common.files import atomic_write
+from pipeline import BACKENDS, Dataset, make_loader, open_dataset
+from pipeline.augment import denormalize, lighting_offset, normalize
+from pipeline.spec import CROP, ShardSpec
 
 
 def grid(images: np.ndarray, captions: list[str], columns: int = 4, pad: int = 4, caption_h: int = 40) -> Image.Image:
@@ -41,24 +40,21 @@ def grid(images: np.ndarray, captions: list[str], columns: int = 4, pad: int = 4
     return sheet
 
 
-def class_label(manifest: dict, label: int) -> str:
-    """`7 n01440764 tench`: the name when the manifest has class_names (a list in label order or a wnid map)."""
-    wnid = manifest["classes"][label]
-    names = manifest.get("class_names")
-    name = names.get(wnid) if isinstance(names, dict) else names[label] if isinstance(names, list) else None
-    return f"{label} {wnid}" + (f" {name}" if name else "")
+def class_label(data: Dataset, label: int) -> str:
+    """`7 n01440764 tench`: the name when the manifest has class_names."""
+    names = data.class_names
+    return f"{label} {data.classes[label]}" + (f" {names[label]}" if names else "")
 
 
-def caption(manifest: dict, label: int, xy, flip: bool, alpha) -> str:
+def caption(data: Dataset, label: int, xy, flip: bool, alpha) -> str:
     a = " ".join(f"{v:+.3f}" for v in alpha)
-    return f"{class_label(manifest, label)}\ncrop x={xy[0]} y={xy[1]} {'flipped' if flip else 'not flipped'}\n" \
+    return f"{class_label(data, label)}\ncrop x={xy[0]} y={xy[1]} {'flipped' if flip else 'not flipped'}\n" \
            f"alpha {a}"
 
 
 def to_pixels(x: torch.Tensor, spec: ShardSpec) -> np.ndarray:
     """Normalized [N, 3, H, W] -> uint8 [N, H, W, 3], lighting left in (what the model sees)."""
-    x = x.float().cpu().numpy() * spec.std.reshape(1, 3, 1, 1) + spec.mean.reshape(1, 3, 1, 1)
-    return (np.clip(x, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+    return np.clip(denormalize(x, spec.mean, spec.std), 0, 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def reference_maths(jpeg: bytes, xy, flip: bool, alpha, spec: ShardSpec) -> torch.Tensor:
@@ -75,7 +71,7 @@ def reference_maths(jpeg: bytes, xy, flip: bool, alpha, spec: ShardSpec) -> torc
     return normalize(chw, torch.tensor(spec.mean, **f), torch.tensor(spec.std, **f), offset)
 
 
-def dali_batch(shards: Path, spec: ShardSpec, count: int, seed: int):
+def dali_batch(spec: ShardSpec, count: int, seed: int):
     from pipeline.dali import DaliLoader
     loader = DaliLoader(spec, count, device=torch.device("cpu"), rank=0, world_size=1, seed=seed, augment=True,
                         ten_crop=False, workers=1, limit=None, params=True)
@@ -83,9 +79,9 @@ def dali_batch(shards: Path, spec: ShardSpec, count: int, seed: int):
     return images, labels, loader.params
 
 
-def reference_batch(shards: Path, count: int, seed: int):
+def reference_batch(data: Dataset, count: int, seed: int):
     from pipeline.reference import train_draws
-    loader = make_loader(shards, "train", count, backend="torch", device="cpu", seed=seed, workers=0)
+    loader = make_loader(data, "train", count, backend="torch", device="cpu", seed=seed, workers=0)
     images, labels = next(iter(loader))
     xy, flip, alpha = train_draws(seed, 0, 0, 0, len(labels))  # epoch 0, rank 0, batch 0: what it just drew
     return images, labels, {"xy": xy, "flip": flip, "alpha": alpha}
@@ -93,13 +89,13 @@ def reference_batch(shards: Path, count: int, seed: int):
 
 def preview(shards: Path, backend: str, count: int, seed: int) -> tuple[Image.Image, dict]:
     """The picture, and for --backend both the largest DALI vs reference pixel difference."""
-    spec = read_spec(shards, "train")
-    manifest = load_manifest(Path(shards))
+    data = open_dataset(shards)
+    spec = data.split("train")
     if backend == "torch":
-        images, labels, d = reference_batch(shards, count, seed)
+        images, labels, d = reference_batch(data, count, seed)
     else:
-        images, labels, d = dali_batch(shards, spec, count, seed)
-    captions = [caption(manifest, int(y), d["xy"][i], bool(d["flip"][i]), d["alpha"][i]) for i, y in enumerate(labels)]
+        images, labels, d = dali_batch(spec, count, seed)
+    captions = [caption(data, int(y), d["xy"][i], bool(d["flip"][i]), d["alpha"][i]) for i, y in enumerate(labels)]
     tiles = to_pixels(images, spec)
     if backend != "both":
         return grid(tiles, captions), {}

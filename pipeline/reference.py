@@ -11,13 +11,15 @@ Every batch is a pure function of (seed, epoch, rank, batch index), whatever the
   last val batch may be short);
 - augmentation draws for batch j come from (seed, e, rank, j).
 Worker w builds batches start+w, start+w+W, ..., which DataLoader's round-robin returns in order; a worker
-reads only the samples of its own batches, by offset through the shard's DALI index (`read_sample`), so the
-W workers together read each sample once per epoch, and resuming at batch k reads nothing before k.
+reads only the samples of its own batches, by offset (`read_sample`, through the split's index that
+pipeline.dataset read once), so the W workers together read each sample once per epoch, and resuming at
+batch k reads nothing before k.
 """
 from __future__ import annotations
 
 import io
 import multiprocessing
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -26,32 +28,43 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.augment import lighting_offset, normalize, ten_crop
 from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, ShardSpec, epoch_plan
-from shardkit.errors import DataError
-from shardkit.format import index_path, read_index
+from common.errors import DataError
 from shardkit.verify import bad_sample_error
 
 
-def read_sample(f, tar, key: str, members: dict[str, tuple[int, int]]) -> tuple[str, bytes, int, str]:
-    """One sample (key, jpg bytes, label, shard path), read by offset from the open tar `f` through its DALI index entry.
+class Sample(NamedTuple):
+    jpg: bytes
+    label: int
+    shard: int       # which tar of the split
+    position: int    # which sample of that tar
+
+
+def read_sample(f, spec: ShardSpec, shard: int, position: int) -> Sample:
+    """Sample `position` of tar `shard`, read by offset from that tar, open as `f`.
     The one place where the reference loader reads shard bytes."""
-    try:
-        (jpg_off, jpg_size), (cls_off, cls_size) = members["jpg"], members["cls"]
-        f.seek(jpg_off)
-        jpg = f.read(jpg_size)
-        f.seek(cls_off)
-        label = int(f.read(cls_size))
-    except (KeyError, ValueError) as e:
-        raise DataError(f"{tar}: sample {key}: bad .jpg/.cls ({e!r})") from None
+    i = int(spec.index.starts[shard]) + position
+    (jpg_off, jpg_size), (cls_off, cls_size) = spec.index.jpg[i], spec.index.cls[i]
+    f.seek(jpg_off)
+    jpg = f.read(jpg_size)
+    f.seek(cls_off)
+    raw = f.read(cls_size)
     if len(jpg) != jpg_size:
-        raise DataError(f"{tar}: sample {key}: truncated .jpg; re-make it with tools/make_shards.py")
-    return key, jpg, label, str(tar)
-
-
-def _decode(jpg: bytes, key: str, tar: str) -> np.ndarray:
+        raise DataError(f"{spec.tars[shard]}: sample {spec.key(shard, position)}: truncated .jpg; re-make it with "
+                        "tools/make_shards.py")
     try:
-        return np.asarray(Image.open(io.BytesIO(jpg)).convert("RGB"))
+        label = int(raw)
+    except ValueError:
+        raise DataError(f"{spec.tars[shard]}: sample {spec.key(shard, position)}: .cls is {raw[:16]!r}, not a "
+                        "decimal label") from None
+    return Sample(jpg, label, shard, position)
+
+
+def _decode(sample: Sample, spec: ShardSpec) -> np.ndarray:
+    try:
+        return np.asarray(Image.open(io.BytesIO(sample.jpg)).convert("RGB"))
     except Exception as e:  # Pillow raises many types for bad bytes; all mean the same here
-        raise bad_sample_error(tar, key, f".jpg does not decode ({type(e).__name__}: {e})") from None
+        raise bad_sample_error(spec.tars[sample.shard], spec.key(sample.shard, sample.position),
+                               f".jpg does not decode ({type(e).__name__}: {e})") from None
 
 
 def _chw(arr: np.ndarray) -> torch.Tensor:
@@ -79,46 +92,40 @@ def _worker_context():
 
 class _Sequence:
     """Random access to the epoch's sample sequence. Only the samples asked for are read, by offset through
-    the shards' DALI indexes, so the workers together read each sample once per epoch."""
+    the split's index, so the workers together read each sample once per epoch."""
 
     def __init__(self, spec: ShardSpec, train: bool, seed: int, epoch: int):
-        self.tars, self.counts = list(spec.tars), list(spec.counts)
-        self.order = np.arange(len(self.tars))
-        self.train, self.seed, self.epoch = train, seed, epoch
+        self.spec, self.train, self.seed, self.epoch = spec, train, seed, epoch
+        self.order = np.arange(len(spec.tars))
         if train:
-            self.order = np.random.default_rng([seed, epoch]).permutation(len(self.tars))
-        self.starts = np.cumsum([0] + [self.counts[i] for i in self.order])
-        self._entries: dict[int, list] = {}  # shard position -> its index entries in this epoch's order
-        self._file = (None, None)            # (tar, open file) last read
+            self.order = np.random.default_rng([seed, epoch]).permutation(len(spec.tars))
+        self.starts = np.cumsum([0] + [spec.counts[i] for i in self.order])
+        self._perm = (None, None)    # (shard, its samples' order in this epoch) last used
+        self._file = (None, None)    # (shard, open tar) last read
 
-    def _shard(self, k: int) -> list[tuple[str, dict]]:
-        if k not in self._entries:
-            t = int(self.order[k])
-            entries = read_index(index_path(self.tars[t]))
-            if len(entries) != self.counts[t]:
-                raise DataError(f"{self.tars[t]}: {len(entries)} samples, the manifest says {self.counts[t]}")
-            if self.train:
-                perm = np.random.default_rng([self.seed, self.epoch, t]).permutation(len(entries))
-                entries = [entries[i] for i in perm]
-            self._entries = {k: entries}  # one shard's index at a time: memory stays small
-        return self._entries[k]
+    def _positions(self, t: int) -> np.ndarray:
+        if self._perm[0] != t:
+            n = self.spec.counts[t]
+            order = np.random.default_rng([self.seed, self.epoch, t]).permutation(n) if self.train else np.arange(n)
+            self._perm = (t, order)
+        return self._perm[1]
 
-    def _open(self, k: int):
-        tar = self.tars[int(self.order[k])]
-        if self._file[0] != tar:
+    def _open(self, t: int):
+        if self._file[0] != t:
             if self._file[1] is not None:
                 self._file[1].close()
-            self._file = (tar, open(tar, "rb"))
-        return tar, self._file[1]
+            self._file = (t, open(self.spec.tars[t], "rb"))
+        return self._file[1]
 
-    def take(self, begin: int, end: int) -> list[tuple[str, bytes, int]]:
+    def take(self, begin: int, end: int) -> list[Sample]:
         out = []
         k = int(np.searchsorted(self.starts, begin, side="right")) - 1
         while begin < end:
             lo = begin - int(self.starts[k])
             hi = min(end, int(self.starts[k + 1])) - int(self.starts[k])
-            tar, f = self._open(k)
-            out += [read_sample(f, tar, key, members) for key, members in self._shard(k)[lo:hi]]
+            t = int(self.order[k])
+            f = self._open(t)
+            out += [read_sample(f, self.spec, t, int(p)) for p in self._positions(t)[lo:hi]]
             begin += hi - lo
             k += 1
         return out
@@ -164,8 +171,8 @@ class _ShardStream(IterableDataset):
         xy, flip, alpha = train_draws(self.seed, self.epoch, self.rank, j, n)
         alpha = torch.from_numpy(alpha)
         images = torch.empty((n, 3, CROP, CROP), dtype=torch.uint8)
-        for i, (key, jpg, _, tar) in enumerate(batch):
-            img = _decode(jpg, key, tar)
+        for i, sample in enumerate(batch):
+            img = _decode(sample, self.spec)
             if self.augment:
                 x, y = xy[i]
                 img = img[y:y + CROP, x:x + CROP]
@@ -174,12 +181,12 @@ class _ShardStream(IterableDataset):
             else:
                 img = _centre(img)
             images[i] = _chw(img)
-        labels = torch.tensor([lab for _, _, lab, _ in batch], dtype=torch.int64)
+        labels = torch.tensor([s.label for s in batch], dtype=torch.int64)
         return images, labels, (alpha if self.augment else None)
 
     def _val_batch(self, batch):
-        images = torch.stack([_chw(_decode(jpg, key, tar)) for key, jpg, _, tar in batch])
-        labels = torch.tensor([lab for _, _, lab, _ in batch], dtype=torch.int64)
+        images = torch.stack([_chw(_decode(s, self.spec)) for s in batch])
+        labels = torch.tensor([s.label for s in batch], dtype=torch.int64)
         return images, labels, None
 
 

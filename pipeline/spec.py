@@ -1,4 +1,4 @@
-"""What a loader needs to know about a shards folder, read once and checked: tars, counts, classes, statistics.
+"""What a loader needs to know about one split (ShardSpec, made by pipeline.dataset), and how it splits across ranks.
 
 Both backends split samples across ranks the way DALI's readers do: rank r of w gets the contiguous range
 [n*r//w, n*(r+1)//w) of the split (in stored order for val), so the ranks are disjoint and cover the split.
@@ -10,14 +10,22 @@ from pathlib import Path
 
 import numpy as np
 
-from shardkit.errors import ConfigError, DataError
-from shardkit.format import PCA, index_path, load_manifest, load_pca, read_index, split_shards
+from common.errors import DataError
+from shardkit.format import index_path, read_index
 
 CROP = 224            # the paper's training window
 MAX_OFFSET = 32       # 256 - 224: window offsets are uniform over 0..32 in x and in y
 ALPHA_STD = 0.1       # lighting: alpha ~ N(0, 0.1) per eigenvector and image
 TEN_CROP_ANCHORS = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.5, 0.5))  # corners + centre (x, y)
 SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class SampleIndex:
+    """Where every sample of a split lies in its tar, from the split's .idx files (read once)."""
+    jpg: np.ndarray      # int64 [n, 2]: offset, size of sample i's .jpg in its tar
+    cls: np.ndarray      # int64 [n, 2]: the same for its .cls
+    starts: np.ndarray   # int64 [shards + 1]: the first sample of each tar (samples are numbered tar by tar)
 
 
 @dataclass(frozen=True)
@@ -32,41 +40,15 @@ class ShardSpec:
     std: np.ndarray     # [3]
     eigval: np.ndarray  # [3]
     eigvec: np.ndarray  # [3, 3], column j = eigenvector j
+    index: SampleIndex
 
     @property
     def samples(self) -> int:
         return sum(self.counts)
 
-
-def read_spec(shards_dir: Path | str, split: str, pca_path: Path | str | None = None) -> ShardSpec:
-    """Manifest, shard files and pca.json, with errors that name the file and the command that makes it."""
-    if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r}; use one of {SPLITS}")
-    shards_dir = Path(shards_dir)
-    manifest = load_manifest(shards_dir)
-    tars, counts = split_shards(shards_dir, split, manifest)
-    for tar, count in zip(tars, counts):
-        check_shard(tar, count)
-    if manifest["size"] < CROP:
-        raise DataError(f"{shards_dir}: shards are {manifest['size']}px, smaller than the {CROP}px crop")
-    stats = load_pca(Path(pca_path) if pca_path else shards_dir / PCA)
-    return ShardSpec(shards_dir, split, tuple(tars), tuple(counts), tuple(manifest["classes"]), manifest["size"],
-                     np.asarray(stats["mean"], np.float64), np.asarray(stats["std"], np.float64),
-                     np.asarray(stats["eigval"], np.float64), np.asarray(stats["eigvec"], np.float64))
-
-
-def check_shard(tar: Path, count: int) -> None:
-    """Cheap structural check, so a truncated or mismatched shard fails here with its name, not in a worker."""
-    samples = read_index(index_path(tar))
-    if len(samples) != count:
-        raise DataError(f"{index_path(tar)}: {len(samples)} samples, the manifest says {count}")
-    end = max(off + size for _, members in samples for off, size in members.values()) if samples else 0
-    if tar.stat().st_size < end:
-        raise DataError(f"{tar}: truncated ({tar.stat().st_size} bytes, its index needs {end}); "
-                        "re-make it with tools/make_shards.py")
-    for key, members in samples:
-        if "jpg" not in members or "cls" not in members:
-            raise DataError(f"{tar}: sample {key} lacks a .jpg or .cls member")
+    def key(self, shard: int, position: int) -> str:
+        """The key of sample `position` of tar `shard`, for messages (read from its .idx: keys are not kept)."""
+        return read_index(index_path(self.tars[shard]))[position][0]
 
 
 def rank_range(n: int, rank: int, world_size: int) -> tuple[int, int]:

@@ -1,16 +1,17 @@
-"""shardkit: the library behind tools/ and the shard-format contract that pipeline/ reads.
+"""shardkit: the shard format and everything that makes or checks shards, behind tools/ (docs/FORMAT.md).
 
-    format.py     the on-disk contract (docs/FORMAT.md): shard tars + DALI index, manifest.json, pca.json
-    errors.py     DataError (a data file is wrong) and ConfigError (options are wrong)
-    files.py      atomic writes (temporary name, fsync, rename), used by every stage
-    cli.py        what every command shares: `error: ...` + exit 2, defaults written once
-    sources.py    the ImageNet layouts and their labels
-    imaging.py    decode, antialiased resize + centre crop, baseline JPEG encode
-    convert.py    the conversion (tools/make_shards.py)
-    stats.py      exact RGB statistics and PCA (tools/compute_pca.py)
-    parallel.py   ordered parallel map with bounded memory
-    demo_data.py  the synthetic demo tree and photo-like benchmark sources
-    timing.py     interleaved best-of-N timing for benchmarks
+    format.py         the on-disk contract: shard tars + DALI index, manifest.json, pca.json
+    sources.py        the ImageNet tree layouts, their listing and labels
+    archives.py       the official archives, listed in place (nothing extracted)
+    devkit.py         the ILSVRC2012 devkit: class names and val labels
+    inputs.py         where each split comes from (tree or archive) and its listing
+    imaging.py        decode, antialiased resize + centre crop, baseline JPEG encode
+    convert.py        the conversion (tools/make_shards.py)
+    stats.py          exact RGB statistics and PCA (tools/compute_pca.py)
+    verify.py         sizes, SHA-256 and decoding against the manifest (tools/verify_shards.py)
+    demo_data.py      the synthetic demo tree and photo-like benchmark sources
+    demo_archives.py  the demo tree packed as the three official files, for tests and benchmarks
 
-No torch and no DALI here: the offline tools run without them.
+No torch and no DALI here: the offline tools run without them. What every layer shares (errors, atomic
+files, the command conventions, progress bars, parallel map, timing) is in common/.
 """

@@ -26,8 +26,8 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from shardkit import sources
-from shardkit.errors import DataError
-from shardkit.parallel import ordered_map
+from common.errors import DataError
+from common.parallel import ordered_map
 
 TRAIN = "ILSVRC2012_img_train.tar"
 VAL = "ILSVRC2012_img_val.tar"

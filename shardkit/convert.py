@@ -14,7 +14,7 @@ split, shardkit.archives lists them; the shards are byte-identical either way).
 Each shard's size and SHA-256 (tar and index) are recorded in its state file and in the manifest, computed
 while writing. With `verify`, a finished shard is kept only if its files still have those sizes and hashes;
 any other is made again (shardkit/verify.py finds them; this repairs them). A full disk stops with one line
-(shardkit.files.DiskFull) and keeps every finished shard; the re-run after freeing space completes them.
+(common.files.DiskFull) and keeps every finished shard; the re-run after freeing space completes them.
 """
 from __future__ import annotations
 
@@ -29,12 +29,12 @@ import click
 import numpy as np
 
 from shardkit import archives, imaging, inputs, sources
-from shardkit.errors import ConfigError, DataError
-from shardkit.files import full_disk_as_error, remove_stale_partials, write_json
-from shardkit.format import MANIFEST, PackedSample, ShardWriter, file_sha256, index_path, pack_sample, read_json, \
+from common.errors import ConfigError, DataError
+from common.files import full_disk_as_error, read_json, remove_stale_partials, write_json
+from shardkit.format import MANIFEST, PackedSample, ShardWriter, file_sha256, index_path, pack_sample, \
     shard_name
-from shardkit.parallel import default_workers, ordered_map
-from shardkit.progress import progress
+from common.parallel import default_workers, ordered_map
+from common.progress import progress_bar
 
 SPLITS = ("train", "val")
 CHECKSUMS = ("bytes", "sha256", "index_bytes", "index_sha256")  # per shard, in the manifest as shard_<name>
@@ -144,7 +144,6 @@ class ShardState:
 
 def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tuple[dict, int]:
     """Write every shard of one split that is not done yet; return its manifest entry and images converted."""
-    out, src = Path(opts.out), Path(opts.src or ".")
     results: dict[int, dict] = {}
     pending = []
     for shard in shards:
@@ -155,60 +154,81 @@ def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tupl
         else:
             results[shard.index] = prev
     split = shards[0].split if shards else "?"
-    total = sum(len(s.items) for s, _ in pending)
     if results:
         click.echo(f"{split}: {len(results)} of {len(shards)} shards already done, kept")
-    work = partial(convert_item, size=opts.size, quality=opts.quality)
-    jobs = ((it.where or str(src / it.path), it.key, it.label) for shard, _ in pending for it in shard.items)
-    outputs = ordered_map(work, jobs, opts.workers, initializer=_worker_init)
-    kept = {"images": 0, "bytes": 0}  # committed by this run, for the estimate of a full disk
-    writer = None
+    writing = SplitWriting(split, pending, opts)
+    writing.run(state, results)
+    return split_entry(shards, results), writing.total
 
-    def still_needed() -> int:
-        written = kept["bytes"] + (writer.bytes_written if writer else 0)
-        per_image = written / bar.n if written and bar.n else 0.1 * 3 * opts.size ** 2  # else: JPEG at ~10:1
-        return int(per_image * (total - kept["images"]))
 
-    with progress(total, split, enabled=total > 0) as bar, \
-            full_disk_as_error(out, still_needed, doing=f"writing {split} shards"):
-        for shard, fp in pending:
-            writer = ShardWriter(out / shard.name)
-            skipped = []
-            try:
-                for item in shard.items:
-                    packed, reason = next(outputs)
-                    bar.update()
-                    if packed is None:
-                        if opts.strict:
-                            raise DataError(f"{item.path if item.where else src / item.path}: {reason} (--strict)")
-                        skipped.append({"path": item.path, "reason": reason})  # listed once, in the summary
-                        continue
-                    writer.add_packed(packed)
-            except BaseException:
-                writer.abort()
-                outputs.close()
-                raise
-            if writer.samples:
-                tar, _ = shard.name, writer.commit()
-                sums = writer.checksums
-            else:  # every file of this shard was skipped: no empty tar (DALI refuses empty indexes)
-                writer.abort()
-                tar, sums = None, {"bytes": 0}
-            results[shard.index] = {"tar": tar, "fingerprint": fp, "samples": writer.samples, **sums,
-                                    "skipped": skipped}
-            state.save(shard, results[shard.index])
-            kept["images"] += len(shard.items)
-            kept["bytes"] += sums["bytes"]
+class SplitWriting:
+    """The shards of one split still to write, in order, from the workers' outputs. What this run has committed
+    so far estimates the space still needed when the disk fills up."""
+
+    def __init__(self, split: str, pending: list[tuple[Shard, str]], opts: Options):
+        self.split, self.pending, self.opts = split, pending, opts
+        self.out, self.src = Path(opts.out), Path(opts.src or ".")
+        self.total = sum(len(s.items) for s, _ in pending)
+        self.images = self.bytes = 0          # committed by this run
+        self.writer: ShardWriter | None = None
+        self.bar = None
+
+    def still_needed(self) -> int:
+        written = self.bytes + (self.writer.bytes_written if self.writer else 0)
+        per_image = written / self.bar.n if written and self.bar.n else 0.1 * 3 * self.opts.size ** 2  # JPEG ~10:1
+        return int(per_image * (self.total - self.images))
+
+    def run(self, state: ShardState, results: dict[int, dict]) -> None:
+        work = partial(convert_item, size=self.opts.size, quality=self.opts.quality)
+        jobs = ((it.where or str(self.src / it.path), it.key, it.label) for shard, _ in self.pending
+                for it in shard.items)
+        outputs = ordered_map(work, jobs, self.opts.workers, initializer=_worker_init)
+        with progress_bar(self.total, self.split, enabled=self.total > 0) as self.bar, \
+                full_disk_as_error(self.out, self.still_needed, doing=f"writing {self.split} shards"):
+            for shard, fp in self.pending:
+                results[shard.index] = self.write_shard(shard, fp, outputs)
+                state.save(shard, results[shard.index])
+                self.images += len(shard.items)
+                self.bytes += results[shard.index]["bytes"]
+
+    def write_shard(self, shard: Shard, fingerprint: str, outputs) -> dict:
+        """One shard from the next outputs; its state: tar (None if every file was skipped), checksums, skipped."""
+        self.writer = writer = ShardWriter(self.out / shard.name)
+        skipped = []
+        try:
+            for item in shard.items:
+                packed, reason = next(outputs)
+                self.bar.update()
+                if packed is None:
+                    if self.opts.strict:
+                        raise DataError(f"{item.path if item.where else self.src / item.path}: {reason} (--strict)")
+                    skipped.append({"path": item.path, "reason": reason})  # listed once, in the summary
+                    continue
+                writer.add_packed(packed)
+        except BaseException:
+            writer.abort()
+            outputs.close()
+            raise
+        if writer.samples:
+            tar, _ = shard.name, writer.commit()
+            sums = writer.checksums
+        else:  # every file of this shard was skipped: no empty tar (DALI refuses empty indexes)
+            writer.abort()
+            tar, sums = None, {"bytes": 0}
+        return {"tar": tar, "fingerprint": fingerprint, "samples": writer.samples, **sums, "skipped": skipped}
+
+
+def split_entry(shards: list[Shard], results: dict[int, dict]) -> dict:
+    """A split's manifest entry from its shards' states: names, counts, checksums, totals, skipped files."""
     done = [results[s.index] for s in shards if results[s.index]["samples"]]
     skipped = [s for shard in shards for s in results[shard.index]["skipped"]]
-    entry = {"shards": [d["tar"] for d in done], "shard_samples": [d["samples"] for d in done],
-             **{f"shard_{k}": [d.get(k) for d in done] for k in CHECKSUMS},
-             "samples": sum(d["samples"] for d in done), "bytes": sum(d["bytes"] for d in done),
-             "skipped": skipped}
-    return entry, total
+    return {"shards": [d["tar"] for d in done], "shard_samples": [d["samples"] for d in done],
+            **{f"shard_{k}": [d.get(k) for d in done] for k in CHECKSUMS},
+            "samples": sum(d["samples"] for d in done), "bytes": sum(d["bytes"] for d in done),
+            "skipped": skipped}
 
 
-def check_out(out: Path) -> None:
+def require_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{id(out)}"
@@ -227,7 +247,7 @@ def convert(opts: Options) -> dict:
         opts = replace(opts, workers=default_workers())
     t0 = time.perf_counter()
     out = Path(opts.out)
-    check_out(out)
+    require_writable(out)
     with full_disk_as_error(out, doing="writing the manifest"):
         return _convert(opts, out, t0)
 
@@ -238,22 +258,14 @@ def _convert(opts: Options, out: Path, t0: float) -> dict:
     found = inputs.resolve(opts.src, splits=opts.splits, train_archive=opts.train_archive,
                            val_archive=opts.val_archive, devkit=opts.devkit, val_labels=opts.val_labels,
                            workers=opts.workers)
-    classes, listings = found.classes, found.listings
     indexed = f"; archives indexed in {found.index_seconds:.1f} s" if found.archives else ""
-    click.echo(f"make_shards: {', '.join(sorted(set(found.origins.values())))} -> {out}: {len(classes)} classes, "
-               + ", ".join(f"{s} {len(l.items)} images" for s, l in listings.items())
+    click.echo(f"make_shards: {', '.join(sorted(set(found.origins.values())))} -> {out}: {len(found.classes)} "
+               "classes, " + ", ".join(f"{s} {len(l.items)} images" for s, l in found.listings.items())
                + f"; {opts.workers} workers{indexed}")
-
-    previous = _previous(out, classes)
-    manifest = {"format": FORMAT_VERSION, "size": opts.size, "quality": opts.quality, "classes": classes,
-                "splits": dict(previous.get("splits", {})), "created_by": "tools/make_shards.py"}
-    if "conversion" in previous:
-        manifest["conversion"] = previous["conversion"]
-    if found.class_names or "class_names" in previous:  # words of each class, for tools that show classes
-        manifest["class_names"] = found.class_names or previous["class_names"]
+    manifest = new_manifest(opts, found, _previous(out, found.classes))
     state = ShardState(out, verify=opts.verify)
     converted, removed = {}, 0
-    for split, listing in listings.items():
+    for split, listing in found.listings.items():
         if opts.strict and listing.skipped:
             s = listing.skipped[0]
             raise DataError(f"{_shown(opts, s['path'])}: {s['reason']} (--strict)")
@@ -267,32 +279,47 @@ def _convert(opts: Options, out: Path, t0: float) -> dict:
         manifest["splits"][split] = entry
         write_json(out / MANIFEST, manifest)  # after each split, so a later failure keeps this one
         removed += remove_stale(out, split, entry["shards"], [s.name for s in shards])
-
     dt = time.perf_counter() - t0
-    entries = [manifest["splits"][s] for s in listings]
     n_converted = sum(converted.values())
     if n_converted:  # how the last conversion went (a re-run that converted nothing keeps the old record)
         manifest["conversion"] = {"images": n_converted, "seconds": round(dt, 3),
                                   "images_per_s": round(n_converted / dt, 1), "workers": opts.workers,
                                   "index_seconds": round(found.index_seconds, 3)}
         write_json(out / MANIFEST, manifest)
-    images = sum(e["samples"] for e in entries)
-    per_split = ", ".join(f"{s} {e['samples']}" for s, e in zip(listings, entries))
-    n_shards = sum(len(e["shards"]) for e in entries)
-    n_skipped = sum(len(e["skipped"]) for e in entries)
-    megabytes = sum(e["bytes"] for e in entries) / 1e6
     if opts.verify:
         click.echo(f"verify: {len(state.remade)} finished shard(s) no longer matched their checksums and were made "
                    "again" + (": " + ", ".join(state.remade) if state.remade else ""))
+    report(manifest, list(found.listings), dt, n_converted, removed, indexed)
+    return manifest
+
+
+def new_manifest(opts: Options, found: inputs.Inputs, previous: dict) -> dict:
+    """The manifest this run writes, keeping an earlier run's splits, conversion record and class names."""
+    manifest = {"format": FORMAT_VERSION, "size": opts.size, "quality": opts.quality, "classes": found.classes,
+                "splits": dict(previous.get("splits", {})), "created_by": "tools/make_shards.py"}
+    if "conversion" in previous:
+        manifest["conversion"] = previous["conversion"]
+    if found.class_names or "class_names" in previous:  # words of each class, for tools that show classes
+        manifest["class_names"] = found.class_names or previous["class_names"]
+    return manifest
+
+
+def report(manifest: dict, splits: list[str], seconds: float, converted: int, removed: int, indexed: str) -> None:
+    """The summary line, then the files skipped (20 per split at most; all of them are in the manifest)."""
+    entries = [manifest["splits"][s] for s in splits]
+    images = sum(e["samples"] for e in entries)
+    per_split = ", ".join(f"{s} {e['samples']}" for s, e in zip(splits, entries))
+    n_shards = sum(len(e["shards"]) for e in entries)
+    n_skipped = sum(len(e["skipped"]) for e in entries)
+    megabytes = sum(e["bytes"] for e in entries) / 1e6
     click.echo(f"done: {images} images ({per_split}) in {n_shards} shards, {n_skipped} skipped, {megabytes:.1f} MB, "
-               f"{dt:.1f} s, {n_converted / dt:.0f} images/s ({n_converted} converted this run"
+               f"{seconds:.1f} s, {converted / seconds:.0f} images/s ({converted} converted this run"
                + (f", {removed} shards of an earlier run not in the manifest removed)" if removed else ")") + indexed)
-    for split, e in zip(listings, entries):
+    for split, e in zip(splits, entries):
         for s in e["skipped"][:20]:
             click.echo(f"  skipped {s['path']}: {s['reason']}")
         if len(e["skipped"]) > 20:
             click.echo(f"  ... and {len(e['skipped']) - 20} more {split} files: manifest.json, splits.{split}.skipped")
-    return manifest
 
 
 def _no_images(origin: str, split: str, listing: sources.Listing, entry: dict) -> DataError:

@@ -77,14 +77,3 @@ def pack_official(src: Path, out: Path, val_wnids: dict[str, str], words: dict[s
         _add(tar, f"{devkit.FOLDER}/data/{devkit.GROUND_TRUTH}", truth.encode())
         _add(tar, f"{devkit.FOLDER}/readme.txt", b"demo devkit\n")
     return paths
-
-
-def demo_val_wnids(src: Path) -> dict[str, str]:
-    """{val stem: wnid} of a demo tree, from its LOC_val_solution.csv or its val class folders."""
-    src = Path(src)
-    csv = src / "LOC_val_solution.csv"
-    if csv.is_file():
-        rows = csv.read_text().splitlines()[1:]
-        return {r.split(",")[0]: r.split(",")[1].split()[0] for r in rows if r.strip()}
-    val_dir = sources.split_dir(src, "val")
-    return {f.stem: f.parent.name for f in val_dir.rglob("*") if f.is_file() and sources.WNID.match(f.parent.name)}

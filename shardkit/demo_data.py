@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from shardkit.files import write_json
+from common.files import write_json
 
 SHAPES = ("circle", "square", "triangle", "hstripes", "vstripes", "checks", "ring", "cross", "dstripes", "dots")
 HUES = (0, 120, 230, 55, 300, 180, 25, 270, 90, 200)  # one colour family per class (degrees)
@@ -103,94 +103,107 @@ def _size(rng: np.random.Generator) -> tuple[int, int]:
     return (long_, short) if rng.random() < 0.6 else (short, long_)
 
 
+class _Tree:
+    """Writes files under the demo's root folder and names them relative to it."""
+
+    def __init__(self, out: Path):
+        self.out = out
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.out).as_posix()
+
+    def put(self, path: Path, data: bytes) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return self.rel(path)
+
+
+ODD_KINDS = ("cmyk", "cmyk", "gray", "png_named_jpeg", "palette_png", "rgba_png")
+
+
 def make_demo(out: Path, classes: int = 10, train_per_class: int = 60, val_per_class: int = 10, seed: int = 0,
               layout: str = "imagenet", val_layout: str = "csv", odd_files: bool = True) -> dict:
     """Write the tree; return what demo.json holds (odd files, counts)."""
     out = Path(out)
-    root = out / "ILSVRC/Data/CLS-LOC" if layout == "kaggle" else out
+    tree, root = _Tree(out), out / "ILSVRC/Data/CLS-LOC" if layout == "kaggle" else out
     rng = np.random.default_rng(seed)
     wnids = [wnid(i) for i in range(classes)]
     info = {"classes": wnids, "shapes": [SHAPES[i % len(SHAPES)] for i in range(classes)],
             "odd": {}, "broken": {}, "ignored": [], "train": 0, "val": 0}
-
-    def put(rel: str, data: bytes) -> None:
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-    def rel(path: Path) -> str:
-        return path.relative_to(out).as_posix()
-
     # odd-but-valid files replace some regular ones; broken and non-image files are extra
-    kinds = ("cmyk", "cmyk", "gray", "png_named_jpeg", "palette_png", "rgba_png")
-    odd = {(i % classes, i + 1): kind for i, kind in enumerate(kinds)} if odd_files else {}
+    odd = {(i % classes, i + 1): kind for i, kind in enumerate(ODD_KINDS)} if odd_files else {}
     for c, w in enumerate(wnids):
         for k in range(train_per_class):
-            im = draw_image(rng, c, *_size(rng))
-            kind = odd.get((c, k))
-            path = root / "train" / w / f"{w}_{k + 1}.JPEG"
-            if kind == "cmyk":
-                data = _jpeg(im.convert("CMYK"))
-            elif kind == "gray":
-                data = _jpeg(im.convert("L"))
-            elif kind == "png_named_jpeg":
-                data = _png(im)
-            elif kind == "palette_png":
-                path = path.with_suffix(".png")
-                data = _png(im.convert("P", palette=Image.Palette.ADAPTIVE))
-            elif kind == "rgba_png":
-                path = path.with_suffix(".png")
-                rgba = im.convert("RGBA")
-                rgba.putalpha(255)
-                data = _png(rgba)
-            else:
-                data = _jpeg(im)
-            put(rel(path), data)
-            if kind:
-                info["odd"][rel(path)] = kind
+            path, data = _train_file(root / "train" / w / f"{w}_{k + 1}.JPEG", draw_image(rng, c, *_size(rng)),
+                                     odd.get((c, k)))
+            if odd.get((c, k)):
+                info["odd"][tree.rel(path)] = odd[(c, k)]
+            tree.put(path, data)
             info["train"] += 1
-
     val_dir = root / "val"
-    solution = ["ImageId,PredictionString"]
-    plain = []
+    labels = []  # (file stem, wnid, width, height)
     for n in range(classes * val_per_class):
         c = int(rng.integers(classes))
         im = draw_image(rng, c, *_size(rng))
         stem = f"ILSVRC2012_val_{n + 1:08d}"
         path = (val_dir / wnids[c] if val_layout == "folders" else val_dir) / f"{stem}.JPEG"
-        data = _jpeg(im.convert("CMYK")) if odd_files and n == 1 else _jpeg(im)
-        if odd_files and n == 1:
-            info["odd"][rel(path)] = "cmyk"
-        put(rel(path), data)
-        w, h = im.size
-        solution.append(f"{stem},{wnids[c]} 0 0 {w - 1} {h - 1} ")
-        plain.append(f"{stem}.JPEG {wnids[c]}")
+        cmyk = odd_files and n == 1
+        tree.put(path, _jpeg(im.convert("CMYK")) if cmyk else _jpeg(im))
+        if cmyk:
+            info["odd"][tree.rel(path)] = "cmyk"
+        labels.append((stem, wnids[c], *im.size))
         info["val"] += 1
-
     if odd_files:
-        good = _jpeg(draw_image(rng, 0, 300, 200))
-        broken = {
-            root / "train" / wnids[0] / f"{wnids[0]}_9001.JPEG": (b"", "empty"),
-            root / "train" / wnids[1 % classes] / f"{wnids[1 % classes]}_9002.JPEG": (good[: len(good) // 2], "truncated"),
-            root / "train" / wnids[2 % classes] / f"{wnids[2 % classes]}_9003.JPEG": (rng.bytes(5000), "garbage"),
-        }
-        vb = (val_dir / wnids[0] if val_layout == "folders" else val_dir) / f"ILSVRC2012_val_{classes * val_per_class + 1:08d}.JPEG"
-        broken[vb] = (good[: len(good) // 3], "truncated")
-        solution.append(f"{vb.stem},{wnids[0]} 0 0 1 1 ")
-        plain.append(f"{vb.name} {wnids[0]}")
-        for path, (data, why) in broken.items():
-            put(rel(path), data)
-            info["broken"][rel(path)] = why
-        for junk in (root / "train" / wnids[0] / ".DS_Store", root / "train" / wnids[0] / "notes.txt"):
-            put(rel(junk), b"not an image\n")
-            info["ignored"].append(rel(junk))
-
-    if val_layout == "csv":
-        put("LOC_val_solution.csv", ("\n".join(solution) + "\n").encode())
-    elif val_layout == "txt":
-        put("val_labels.txt", ("\n".join(plain) + "\n").encode())
+        labels.append(_broken_files(tree, root, val_dir, rng, wnids, classes * val_per_class + 1, val_layout, info))
+    _write_val_labels(tree, out, val_layout, labels)
     write_json(out / "demo.json", info)  # last, so its presence means the tree is complete
     return info
+
+
+def _train_file(path: Path, im: Image.Image, kind: str | None) -> tuple[Path, bytes]:
+    """A train image as a regular JPEG, or as one of ImageNet's odd kinds (its path may become .png)."""
+    if kind == "cmyk":
+        return path, _jpeg(im.convert("CMYK"))
+    if kind == "gray":
+        return path, _jpeg(im.convert("L"))
+    if kind == "png_named_jpeg":
+        return path, _png(im)
+    if kind == "palette_png":
+        return path.with_suffix(".png"), _png(im.convert("P", palette=Image.Palette.ADAPTIVE))
+    if kind == "rgba_png":
+        rgba = im.convert("RGBA")
+        rgba.putalpha(255)
+        return path.with_suffix(".png"), _png(rgba)
+    return path, _jpeg(im)
+
+
+def _broken_files(tree: _Tree, root: Path, val_dir: Path, rng: np.random.Generator, wnids: list[str], val_n: int,
+                  val_layout: str, info: dict) -> tuple[str, str, int, int]:
+    """Empty, truncated and garbage train files, a truncated val file, non-image files; the val file's label."""
+    good = _jpeg(draw_image(rng, 0, 300, 200))
+    classes = len(wnids)
+    broken = {
+        root / "train" / wnids[0] / f"{wnids[0]}_9001.JPEG": (b"", "empty"),
+        root / "train" / wnids[1 % classes] / f"{wnids[1 % classes]}_9002.JPEG": (good[: len(good) // 2], "truncated"),
+        root / "train" / wnids[2 % classes] / f"{wnids[2 % classes]}_9003.JPEG": (rng.bytes(5000), "garbage"),
+    }
+    vb = (val_dir / wnids[0] if val_layout == "folders" else val_dir) / f"ILSVRC2012_val_{val_n:08d}.JPEG"
+    broken[vb] = (good[: len(good) // 3], "truncated")
+    for path, (data, why) in broken.items():
+        info["broken"][tree.put(path, data)] = why
+    for junk in (root / "train" / wnids[0] / ".DS_Store", root / "train" / wnids[0] / "notes.txt"):
+        info["ignored"].append(tree.put(junk, b"not an image\n"))
+    return vb.stem, wnids[0], 2, 2
+
+
+def _write_val_labels(tree: _Tree, out: Path, val_layout: str, labels: list[tuple[str, str, int, int]]) -> None:
+    """Kaggle's LOC_val_solution.csv (csv) or a 'filename wnid' val_labels.txt (txt); folders need none."""
+    if val_layout == "csv":
+        rows = ["ImageId,PredictionString"] + [f"{stem},{w} 0 0 {wd - 1} {ht - 1} " for stem, w, wd, ht in labels]
+        tree.put(out / "LOC_val_solution.csv", ("\n".join(rows) + "\n").encode())
+    elif val_layout == "txt":
+        rows = [f"{stem}.JPEG {w}" for stem, w, *_ in labels]
+        tree.put(out / "val_labels.txt", ("\n".join(rows) + "\n").encode())
 
 
 # Photo-like sources for the benchmarks: decode and compress like ImageNet photographs, at its common sizes.

@@ -16,7 +16,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from shardkit.errors import DataError
+from common.errors import DataError
 
 ARCHIVE = "ILSVRC2012_devkit_t12.tar.gz"
 FOLDER = "ILSVRC2012_devkit_t12"

@@ -2,21 +2,20 @@
 pca.json. The writers (tools/make_shards.py, tools/compute_pca.py) and the readers (pipeline/) both import it.
 
 Writers are deterministic (fixed tar headers, so the same samples give byte-identical tars) and atomic
-(shardkit.files). Readers raise DataError with a message that names the file, what is wrong and the fix.
+(common.files). Readers raise DataError with a message that names the file, what is wrong and the fix.
 Only the standard library is used here, so every stage can import it.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import tarfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from shardkit.errors import DataError
-from shardkit.files import atomic_write
+from common.errors import DataError
+from common.files import atomic_write, read_json
 
 MANIFEST = "manifest.json"
 PCA = "pca.json"
@@ -44,16 +43,6 @@ def shard_name(split: str, index: int) -> str:
 
 def index_path(tar_path: Path) -> Path:
     return tar_path.with_suffix(".idx")
-
-
-def read_json(path: Path, what: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: not found ({what})")
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
 
 
 @dataclass(frozen=True)
@@ -145,32 +134,6 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def iter_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield (key, {ext: bytes}) for each sample of a WebDataset tar, in file order."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: shard not found")
-    key, members = None, {}
-    try:
-        with tarfile.open(path, "r:") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                base = info.name.rsplit("/", 1)[-1]
-                if base.startswith(".") or "." not in base:
-                    continue
-                k, ext = base.split(".", 1)
-                if k != key and key is not None:
-                    yield key, members
-                    members = {}
-                key = k
-                members[ext] = tar.extractfile(info).read()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"{path}: not a readable tar ({type(e).__name__}: {e})") from None
-    if key is not None:
-        yield key, members
-
-
 def load_manifest(shards_dir: Path) -> dict:
     """manifest.json of a shards folder, checked for the fields every stage relies on."""
     path = Path(shards_dir) / MANIFEST
@@ -243,9 +206,6 @@ def read_index_count(idx: Path) -> int:
         return int(count)
     except (OSError, ValueError) as e:
         raise DataError(f"{idx}: not a DALI webdataset index ({e})") from None
-
-
-PCA_FIELDS = ("mean", "std", "cov", "eigval", "eigvec")
 
 
 def load_pca(path: Path) -> dict:

@@ -3,6 +3,7 @@ baseline RGB JPEG.
 
     from shardkit.imaging import convert
     jpeg_bytes = convert(open("n01440764_10026.JPEG", "rb").read(), size=256, quality=90)
+    pixels = shard_pixels("cat.jpg")      # the same image as uint8 RGB, before the JPEG encoding (inference)
 
 Geometry: the central square of the source (side = its shorter side, offset `(long - short) // 2`) is resized
 to `size x size`. That is "resize the shorter side to 256, then cut out the central 256x256" without
@@ -21,10 +22,13 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
+
+from common.errors import DataError
 
 _JPEG_EOI = b"\xff\xd9"
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -125,3 +129,15 @@ def encode_jpeg(img_bgr: np.ndarray, quality: int) -> bytes:
 def convert(data: bytes, size: int = 256, quality: int = 90) -> bytes:
     """Source file bytes -> shard JPEG bytes. Raises BadImage for files that cannot be decoded."""
     return encode_jpeg(resize_center_crop(decode_bgr(data, size), size), quality)
+
+
+def shard_pixels(path: str | Path, size: int = 256) -> np.ndarray:
+    """[size, size, 3] uint8 RGB from any image file, made exactly as a shard image is (the shorter side to
+    `size`, antialiased, the centre square), without the shard's JPEG encoding: what inference feeds a model."""
+    try:
+        bgr = resize_center_crop(decode_bgr(Path(path).read_bytes(), size), size)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    except BadImage as e:
+        raise DataError(f"{path}: {e}") from None
+    return np.ascontiguousarray(bgr[:, :, ::-1])

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from shardkit import archives, devkit as devkit_files, sources
-from shardkit.errors import ConfigError
+from common.errors import ConfigError
 
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
 
@@ -49,7 +49,7 @@ def resolve(src: str | None = None, *, splits: tuple[str, ...], train_archive: s
         if src_dir.is_file() and src_dir.name.endswith((".tar", ".tar.gz")):
             raise ConfigError(f"--src {src_dir}: a file; --src is a folder (a tree, or one holding the official "
                               "archives); name an archive with --train-archive, --val-archive or --devkit")
-        sources.check_src(src_dir)
+        sources.require_src_folder(src_dir)
     train_tar = _archive(train_archive, src_dir, "train", archives.TRAIN)
     val_tar = _archive(val_archive, src_dir, "val", archives.VAL) if "val" in splits else None
     if src_dir is None and train_tar is None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from shardkit import devkit as devkit_files
 from shardkit.devkit import Devkit
-from shardkit.errors import DataError
+from common.errors import DataError
 
 WNID = re.compile(r"^n\d{8}$")
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -61,7 +61,7 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and 0 < dot < len(name) - 1 and name[dot:].lower() in IMAGE_SUFFIXES
 
 
-def check_src(src: Path) -> Path:
+def require_src_folder(src: Path) -> Path:
     src = Path(src)
     if not src.exists():
         raise SourceError(f"--src {src}: no such folder")

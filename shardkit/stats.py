@@ -20,12 +20,12 @@ import click
 import cv2
 import numpy as np
 
-from shardkit.errors import DataError
-from shardkit.files import atomic_write, full_disk_as_error, write_json
-from shardkit.format import MANIFEST, PCA, index_path, load_manifest, read_index, read_json, read_samples, \
+from common.errors import DataError
+from common.files import atomic_write, full_disk_as_error, read_json, write_json
+from shardkit.format import MANIFEST, PCA, index_path, load_manifest, read_index, read_samples, \
     split_shards
-from shardkit.parallel import default_workers, ordered_map
-from shardkit.progress import progress
+from common.parallel import default_workers, ordered_map
+from common.progress import progress_bar
 
 CHUNK = 256  # samples per task: small enough to balance 2 workers on a few shards
 PAIRS = ((0, 1), (0, 2), (1, 2))
@@ -164,26 +164,21 @@ def compute(opts: Options) -> dict:
         opts = replace(opts, workers=default_workers())
     shards_dir = Path(opts.shards)
     out = Path(opts.out) if opts.out else shards_dir / PCA
-    manifest = load_manifest(shards_dir)
-    tars, _ = split_shards(shards_dir, "train", manifest)
+    tars, _ = split_shards(shards_dir, "train", load_manifest(shards_dir))
     source = {"manifest": str(shards_dir / MANIFEST), "shards": [t.name for t in tars],
               "shard_bytes": [t.stat().st_size for t in tars], "max_images": opts.max_images,
               "seed": opts.seed if opts.max_images else None, "mean_image": opts.mean_image}
-    if out.is_file() and not opts.force:
-        try:
-            if read_json(out, "previous statistics").get("source") == source:
-                click.echo(f"compute_pca: {out} is up to date with {len(tars)} train shards, kept (--force to redo)")
-                return read_json(out, "statistics")
-        except DataError:
-            pass
+    kept = up_to_date(out, source) if not opts.force else None
+    if kept is not None:
+        click.echo(f"compute_pca: {out} is up to date with {len(tars)} train shards, kept (--force to redo)")
+        return kept
     tasks = plan_chunks(tars, opts.max_images, opts.seed)
     n = sum(len(s) for _, s in tasks)
     subset = f" (a seeded random subset: --max-images {opts.max_images} --seed {opts.seed})" if opts.max_images else ""
     click.echo(f"compute_pca: {n} images from {len(tars)} train shards{subset}, {opts.workers} workers")
-
     total = Sums()
     work = partial(process_chunk, mean_image=opts.mean_image)
-    with progress(n, "pca") as bar:
+    with progress_bar(n, "pca") as bar:
         for part, (_, samples) in zip(ordered_map(work, tasks, opts.workers, chunksize=1, ahead=2), tasks):
             total.merge(part)
             bar.update(len(samples))
@@ -191,16 +186,7 @@ def compute(opts: Options) -> dict:
     dt = time.perf_counter() - t0
     stats.update({"source": source, "subset": bool(opts.max_images), "seconds": round(dt, 3),
                   "created_by": "tools/compute_pca.py", "decoder": f"opencv {cv2.__version__}"})
-    needed = 4096 + (total.pixel_sum.size * 4 if opts.mean_image else 0)  # pca.json + the float32 mean image
-    with full_disk_as_error(out.parent, needed, doing=f"writing {out.name}"):
-        if opts.mean_image:
-            mean_img = (total.pixel_sum[:, :, list(BGR_TO_RGB)] / (255.0 * total.images)).astype(np.float32)
-            npy = out.with_name("mean_image.npy")
-            with atomic_write(npy) as f:
-                np.save(f, mean_img)
-            stats["mean_image"] = npy.name
-        write_json(out, stats)
-
+    write_statistics(out, stats, total if opts.mean_image else None)
     np.set_printoptions(precision=4, suppress=True)
     click.echo(f"eigval {np.array(stats['eigval'])}  (fb.resnet.torch on ImageNet: [0.2175 0.0188 0.0045])")
     click.echo(f"eigvec (columns)\n{np.array(stats['eigvec'])}")
@@ -208,3 +194,27 @@ def compute(opts: Options) -> dict:
     click.echo(f"done: {stats['images']} images, {stats['pixels']} pixels{' (subset)' if opts.max_images else ''}, "
                f"{dt:.1f} s, {stats['images'] / dt:.0f} images/s -> {out}")
     return stats
+
+
+def up_to_date(out: Path, source: dict) -> dict | None:
+    """The statistics in `out` if they were computed from `source` (the same shards and options), else None."""
+    if not out.is_file():
+        return None
+    try:
+        stats = read_json(out, "previous statistics")
+    except DataError:
+        return None
+    return stats if stats.get("source") == source else None
+
+
+def write_statistics(out: Path, stats: dict, mean_image: Sums | None) -> None:
+    """pca.json, and with `mean_image` the per-pixel mean image (RGB, [0, 1], float32) as mean_image.npy."""
+    needed = 4096 + (mean_image.pixel_sum.size * 4 if mean_image else 0)
+    with full_disk_as_error(out.parent, needed, doing=f"writing {out.name}"):
+        if mean_image is not None:
+            pixels = mean_image.pixel_sum[:, :, list(BGR_TO_RGB)] / (255.0 * mean_image.images)
+            npy = out.with_name("mean_image.npy")
+            with atomic_write(npy) as f:
+                np.save(f, pixels.astype(np.float32))
+            stats["mean_image"] = npy.name
+        write_json(out, stats)

@@ -7,7 +7,7 @@
 make_shards records, per shard, `shard_bytes`, `shard_sha256`, `shard_index_bytes`, `shard_index_sha256` in
 manifest.json (docs/FORMAT.md). Hashing reads each file once in large blocks, one shard per worker process,
 so it runs at about disk speed. The fix for any bad shard is the same: make_shards --verify re-makes exactly
-the shards whose bytes changed. The loaders use `check_sample`, `bad_sample_error` and `find_bad_sample` to name
+the shards whose bytes changed. The loaders use `sample_problem`, `bad_sample_error` and `find_bad_sample` to name
 the shard and the sample that failed to decode.
 """
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from shardkit.errors import DataError
+from common.errors import DataError
 from shardkit.format import MANIFEST, file_sha256, index_path, load_manifest, read_index, read_samples
-from shardkit.parallel import default_workers, ordered_map
-from shardkit.progress import progress
+from common.parallel import default_workers, ordered_map
+from common.progress import progress_bar
 
 VERIFY_CMD = "python tools/verify_shards.py --shards {dir} --decode"
 
@@ -79,7 +79,7 @@ def remake_hint(shards_dir: Path, manifest: dict | None = None) -> str:
     return cmd + " --verify"
 
 
-def check_sample(jpg: bytes | None, cls: bytes | None, *, size: int | None = None,
+def sample_problem(jpg: bytes | None, cls: bytes | None, *, size: int | None = None,
                  classes: int | None = None) -> str | None:
     """What is wrong with one sample, or None: its .jpg must decode (Pillow, as the reference loader does) to
     an RGB size x size image and its .cls must be a decimal label below `classes`."""
@@ -111,7 +111,7 @@ def bad_samples(tar: Path, *, size: int | None = None, classes: int | None = Non
     clss = [(k, *m["cls"]) if "cls" in m else (k, 0, 0) for k, m in entries]
     out = []
     for (key, members), (_, jpg), (_, cls) in zip(entries, read_samples(tar, jpgs), read_samples(tar, clss)):
-        what = check_sample(jpg if "jpg" in members else None, cls if "cls" in members else None,
+        what = sample_problem(jpg if "jpg" in members else None, cls if "cls" in members else None,
                             size=size, classes=classes)
         if what:
             out.append((key, what))
@@ -165,7 +165,7 @@ def find_bad_sample(tars: list[Path], *, size: int | None = None,
     return None
 
 
-def check_shard(task: tuple[str, dict | None, int | None], *, decode: bool, size: int | None,
+def verify_shard(task: tuple[str, dict | None, int | None], *, decode: bool, size: int | None,
                 classes: int | None) -> tuple[list[Problem], int, int]:
     """(problems, bytes read, samples decoded) of one shard; runs in a worker process."""
     tar, expect, count = Path(task[0]), task[1], task[2]
@@ -225,8 +225,8 @@ def verify(shards_dir: Path, *, decode: bool = False, workers: int | None = None
             seen.add(name)
             tasks.append((str(shards_dir / name), recorded.get(name), count))
     total = sum(t[1]["bytes"] + t[1]["index_bytes"] for t in tasks if t[1])
-    work = partial(check_shard, decode=decode, size=manifest.get("size"), classes=len(manifest["classes"]))
-    with progress(round(total / 1e6), "verify", unit="MB", enabled=show_progress) as bar:
+    work = partial(verify_shard, decode=decode, size=manifest.get("size"), classes=len(manifest["classes"]))
+    with progress_bar(round(total / 1e6), "verify", unit="MB", enabled=show_progress) as bar:
         for problems, nbytes, samples in ordered_map(work, tasks, workers or default_workers(), chunksize=1,
                                                      ahead=2):
             report.problems += problems

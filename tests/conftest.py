@@ -1,29 +1,33 @@
-"""Shared fixtures: a small seeded demo tree, its shards and pca.json, and a writer of hand-made shards."""
+"""Shared fixtures: a small seeded demo tree, its shards and pca.json, a writer of hand-made shards, and a reader
+of shards that goes through tarfile alone (not the index), to hold the writers to the tar format."""
 from __future__ import annotations
 
 import io
 import json
+import tarfile
 from pathlib import Path
+from typing import Iterator
 
 import click
 import numpy as np
 import pytest
 from PIL import Image
 
-from shardkit import convert as make_shards, stats as compute_pca
+from common.errors import DataError
+from common.files import write_json
+from shardkit import convert as make_shards, sources, stats as compute_pca
 from shardkit.demo_data import make_demo
-from shardkit.files import write_json
 from shardkit.format import MANIFEST, PCA, ShardWriter, shard_name
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def invoke(command, args: list[str]):
-    """Run a click command the way its `__main__` does (through shardkit.cli.run: `error:` lines, exit 2),
+    """Run a click command the way its `__main__` does (through common.cli.run: `error:` lines, exit 2),
     in-process; returns click's Result (exit_code, output)."""
     from click.testing import CliRunner
 
-    from shardkit import cli
+    from common import cli
 
     return CliRunner().invoke(click.Command("cli", callback=lambda: cli.run(command, args)), [])
 
@@ -100,13 +104,42 @@ def flat_pca(eigval=(1e-8, 1e-8, 1e-8), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0
             "eigval": list(eigval), "eigvec": q.tolist(), "images": 1, "pixels": 1}
 
 
-def denormalize(x, pca: dict) -> np.ndarray:
-    """Normalized [..., 3, H, W] tensor -> pixel values on the 0..255 scale (float)."""
-    x = np.asarray(x.cpu(), np.float64)
-    std = np.asarray(pca["std"]).reshape(3, 1, 1)
-    mean = np.asarray(pca["mean"]).reshape(3, 1, 1)
-    return (x * std + mean) * 255.0
-
-
 def read_manifest(out: Path) -> dict:
     return json.loads((out / MANIFEST).read_text())
+
+
+def iter_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield (key, {ext: bytes}) for each sample of a WebDataset tar, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: shard not found")
+    key, members = None, {}
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                base = info.name.rsplit("/", 1)[-1]
+                if base.startswith(".") or "." not in base:
+                    continue
+                k, ext = base.split(".", 1)
+                if k != key and key is not None:
+                    yield key, members
+                    members = {}
+                key = k
+                members[ext] = tar.extractfile(info).read()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable tar ({type(e).__name__}: {e})") from None
+    if key is not None:
+        yield key, members
+
+
+def demo_val_wnids(src: Path) -> dict[str, str]:
+    """{val stem: wnid} of a demo tree, from its LOC_val_solution.csv or its val class folders."""
+    src = Path(src)
+    csv = src / "LOC_val_solution.csv"
+    if csv.is_file():
+        rows = csv.read_text().splitlines()[1:]
+        return {r.split(",")[0]: r.split(",")[1].split()[0] for r in rows if r.strip()}
+    val_dir = sources.split_dir(src, "val")
+    return {f.stem: f.parent.name for f in val_dir.rglob("*") if f.is_file() and sources.WNID.match(f.parent.name)}

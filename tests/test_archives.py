@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, convert, interrupted_convert
-from pipeline import dataset_class_names
+from tests.conftest import REPO, convert, demo_val_wnids, interrupted_convert, iter_shard
+from pipeline import open_dataset
 from shardkit import archives, devkit
-from shardkit.demo_archives import demo_val_wnids, pack_official
+from shardkit.demo_archives import pack_official
 from shardkit.demo_data import make_demo
-from shardkit.errors import DataError
-from shardkit.format import index_path, iter_shard
+from common.errors import DataError
+from shardkit.format import index_path
 from shardkit.sources import SourceError, read_val_labels
 
 
@@ -95,8 +95,8 @@ def test_class_names_from_meta_mat(official, tmp_path, tree_shards):
     root, info, words, paths = official
     manifest = convert(root / "download", tmp_path / "o", shard_size=10, splits=("train",))
     assert manifest["class_names"] == [words[w] for w in manifest["classes"]]
-    assert dataset_class_names(tmp_path / "o") == manifest["class_names"]
-    assert dataset_class_names(tree_shards[0]) is None  # a tree without devkit or synset mapping
+    assert list(open_dataset(tmp_path / "o").class_names) == manifest["class_names"]
+    assert open_dataset(tree_shards[0]).class_names is None  # a tree without devkit or synset mapping
 
 
 def test_kaggle_synset_mapping_names_classes(tmp_path):
@@ -224,7 +224,7 @@ def test_resume_from_archives_after_interruption(official, tmp_path, monkeypatch
 
 def test_src_given_an_archive_file(official, tmp_path):
     root, info, words, paths = official
-    from shardkit.errors import ConfigError
+    from common.errors import ConfigError
     with pytest.raises(ConfigError, match="--train-archive"):
         convert(paths["train"], tmp_path / "o")
 

@@ -83,13 +83,13 @@ def test_torchrun_prints_the_error_once(tmp_path):
 
 
 def test_progress_off_a_terminal_prints_plain_periodic_lines(capsys):
-    from shardkit.progress import progress
-    with progress(4, "train", every=0.0) as bar:  # capsys: stderr is not a terminal
+    from common.progress import progress_bar
+    with progress_bar(4, "train", every=0.0) as bar:  # capsys: stderr is not a terminal
         for _ in range(4):
             bar.update()
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(",")[0] for line in lines] == [f"train: {i}/4 img ({25 * i}%)" for i in range(1, 5)]
     assert "eta" in lines[0] and "\r" not in "".join(lines)
-    with progress(4, "quiet", enabled=False, every=0.0) as bar:
+    with progress_bar(4, "quiet", enabled=False, every=0.0) as bar:
         bar.update(4)
     assert capsys.readouterr().err == ""

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, read_manifest, write_shards
+from tests.conftest import REPO, iter_shard, read_manifest, write_shards
 from shardkit import stats as compute_pca
-from shardkit.errors import DataError
-from shardkit.files import write_json
-from shardkit.format import MANIFEST, iter_shard
+from common.errors import DataError
+from common.files import write_json
+from shardkit.format import MANIFEST
 
 
 def decoded_pixels(shards) -> np.ndarray:

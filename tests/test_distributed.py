@@ -16,8 +16,8 @@ from tests.conftest import REPO
 WORKER = """
 import sys, time, torch
 from model.distributed import distributed
-from shardkit import cli
-from shardkit.errors import DataError
+from common import cli
+from common.errors import DataError
 
 def main():
     with distributed("cpu") as dist:

@@ -25,13 +25,14 @@ from PIL import Image
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.metrics import RunLog, read_metrics
 from pipeline import make_loader
-from shardkit import files, stats as compute_pca
+from common import files
+from shardkit import stats as compute_pca
 from shardkit.demo_data import make_demo
-from shardkit.errors import DataError
-from shardkit.files import DiskFull
-from shardkit.format import index_path, iter_shard, pack_sample, read_index
+from common.errors import DataError
+from common.files import DiskFull
+from shardkit.format import index_path, pack_sample, read_index
 from shardkit.verify import verify
-from tests.conftest import REPO, convert, read_manifest
+from tests.conftest import REPO, convert, iter_shard, read_manifest
 
 BACKENDS = ("dali", "torch")
 SHARD = 8  # 30 train images -> 4 shards, 12 val -> 2
@@ -273,7 +274,8 @@ def test_cli_prints_one_line_for_a_full_disk(src, tmp_path):
     # the CLI path: `error: ...`, exit 2 (a patched write in the child, as no mount is needed for this)
     code = textwrap.dedent(f"""
         import errno, sys
-        from shardkit import cli, format
+        from common import cli
+        from shardkit import format
         def full(self, data):
             raise OSError(errno.ENOSPC, "No space left on device")
         format.ShardWriter._write = full

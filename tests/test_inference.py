@@ -13,7 +13,7 @@ from model import export as export_cli
 from model import predict as predict_cli
 from model.alexnet import build_model
 from model.checkpoint import inference_meta, save_checkpoint
-from model.export import check, export, read_meta
+from model.export import compare_with_eager, export, read_meta
 from model.inference import IMAGENET_MEAN, IMAGENET_STD, Renormalize, load_image, load_model, prepare
 from tests.conftest import flat_pca, invoke, write_shards
 
@@ -118,7 +118,7 @@ def test_export_runs_like_eager(tmp_path, fmt):
     model = _small_head(build_model("paper", 4, init="kaiming"))
     meta = inference_meta(variant="paper", lrn="paper", classes=CLASSES, class_names=None, mean=MEAN, std=STD)
     out = export(model, meta, fmt, tmp_path / f"m.{'onnx' if fmt == 'onnx' else 'pt2'}")
-    assert check(model, out, fmt, atol=1e-4) <= 1e-4  # on a batch of 3; traced with 2
+    assert compare_with_eager(model, out, fmt, atol=1e-4) <= 1e-4  # on a batch of 3; traced with 2
     assert read_meta(out, fmt)["classes"] == CLASSES and read_meta(out, fmt)["mean"] == MEAN
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temp file left
 

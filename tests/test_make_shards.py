@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, convert, interrupted_convert, read_manifest
+from tests.conftest import REPO, convert, interrupted_convert, iter_shard, read_manifest
 from shardkit import imaging
 from shardkit.demo_data import make_demo
-from shardkit.errors import DataError
-from shardkit.format import index_path, iter_shard, read_index
+from common.errors import DataError
+from shardkit.format import index_path, read_index
 from shardkit.sources import SourceError, read_val_labels
 
 

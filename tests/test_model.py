@@ -9,7 +9,7 @@ from torch import nn
 
 from model.alexnet import AlexNet, build_model
 from model.lrn import LRN
-from model.checkpoint import CheckpointError, check_arch, load_checkpoint, save_checkpoint
+from model.checkpoint import CheckpointError, require_arch, load_checkpoint, save_checkpoint
 from model.distributed import Dist
 from model.evaluate import evaluate
 from model.optim import PaperSGD
@@ -112,9 +112,9 @@ def test_checkpoint_round_trip_and_arch_check(tmp_path):
     path = tmp_path / "c.pt"
     save_checkpoint(path, {"model": m.state_dict(), "arch": {"variant": "paper", "num_classes": 10}})
     ckpt = load_checkpoint(path)
-    check_arch(ckpt, path, variant="paper", num_classes=10)
+    require_arch(ckpt, path, variant="paper", num_classes=10)
     with pytest.raises(CheckpointError, match="num_classes.*10.*num_classes.*1000"):
-        check_arch(ckpt, path, variant="paper", num_classes=1000)
+        require_arch(ckpt, path, variant="paper", num_classes=1000)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path / "none.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")

@@ -11,10 +11,16 @@ import torch
 from pipeline import Loader, make_loader
 from pipeline.augment import lighting_offset, normalize, ten_crop
 from pipeline.spec import CROP, MAX_OFFSET
-from tests.conftest import denormalize, flat_pca, write_shards
-from shardkit.errors import DataError
+from pipeline.augment import denormalize
+from tests.conftest import flat_pca, write_shards
+from common.errors import DataError
 
 BACKENDS = ["dali", "torch"]
+
+
+def pixels(x, pca: dict) -> np.ndarray:
+    """A batch back on the 0..255 pixel scale, with a pca.json's mean and std (pipeline.augment.denormalize)."""
+    return denormalize(x, pca["mean"], pca["std"])
 
 
 def position_image(i: int) -> np.ndarray:
@@ -51,7 +57,7 @@ def test_crops_are_224_windows_with_offsets_0_to_32_and_flips_half(position_shar
     pca = flat_pca()
     x, _ = collect(loader(position_shards, "train", 16, backend))
     assert x.shape == (96, 3, CROP, CROP) and x.dtype == torch.float32
-    px = denormalize(x, pca)
+    px = pixels(x, pca)
     offsets, flips = [], []
     cols = np.arange(CROP)
     for img in px:
@@ -73,7 +79,7 @@ def test_crops_are_224_windows_with_offsets_0_to_32_and_flips_half(position_shar
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_val_is_the_centre_window(position_shards, backend):
     x, _ = collect(loader(position_shards, "val", 4, backend))
-    px = denormalize(x, flat_pca())
+    px = pixels(x, flat_pca())
     cols = np.arange(CROP)
     for img in px:
         assert np.abs(img[0].mean(0) - (cols + 16)).mean() < 1.0
@@ -84,7 +90,7 @@ def test_val_is_the_centre_window(position_shards, backend):
 def test_ten_crop(position_shards, backend):
     x, y = collect(loader(position_shards, "val", 4, backend, ten_crop=True))
     assert x.shape == (10, 10, 3, CROP, CROP) and y.shape == (10,)
-    px = denormalize(x, flat_pca())
+    px = pixels(x, flat_pca())
     expected = [(0, 0), (32, 0), (0, 32), (32, 32), (16, 16)]
     for k in range(10):
         ox, oy = expected[k % 5]
@@ -110,7 +116,7 @@ def flat_shards(tmp_path_factory):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_lighting_offset_is_constant_in_span_with_expected_spread(flat_shards, backend):
     x, y = collect(loader(flat_shards, "train", 32, backend))
-    px = denormalize(x, LIGHT) / 255.0  # [N, 3, H, W] on [0, 1]
+    px = pixels(x, LIGHT) / 255.0  # [N, 3, H, W] on [0, 1]
     per_image = px.reshape(len(px), 3, -1)
     assert per_image.std(-1).max() < 0.01  # one offset per image: the picture stays flat
     vec = np.asarray(LIGHT["eigvec"])
@@ -133,7 +139,7 @@ def test_labels_belong_to_their_images_and_parse_multi_digit(tmp_path, backend):
         x, y = collect(loader(shards, split, 8, backend))
         assert y.dtype == torch.int64
         assert set(y.tolist()) == set(range(12))
-        red = denormalize(x, flat_pca())[:, 0].mean((1, 2))
+        red = pixels(x, flat_pca())[:, 0].mean((1, 2))
         np.testing.assert_allclose(red, 20 * y.numpy(), atol=3)
 
 
@@ -159,7 +165,7 @@ def id_shards(tmp_path_factory):
 
 
 def ids(x) -> list[int]:
-    px = denormalize(x, flat_pca()).mean((-1, -2))
+    px = pixels(x, flat_pca()).mean((-1, -2))
     return [int(r // 16) + 16 * int(g // 16) for r, g in px[:, :2]]
 
 
@@ -359,8 +365,8 @@ def test_reference_workers_read_each_sample_once_per_epoch(position_shards, monk
     from pipeline import reference
     reads = []
     real = reference.read_sample
-    monkeypatch.setattr(reference, "read_sample", lambda f, tar, key, members: reads.append(key) or
-                        real(f, tar, key, members))
+    monkeypatch.setattr(reference, "read_sample", lambda f, spec, shard, position: reads.append((shard, position))
+                        or real(f, spec, shard, position))
     ldr = loader(position_shards, split, 8, "torch", workers=0)
     stream = reference._ShardStream(ldr.spec, 8, train=ldr.train, augment=ldr.augment, rank=0, seed=0, epoch=0,
                                     start_batch=0, batches=len(ldr), share=ldr.share)
@@ -392,10 +398,10 @@ def test_gpu_decoder_options_fit_256px_shards():
 
 def dali_loader(shards, split, bs, device="cpu", **kw):
     from pipeline.dali import DaliLoader
-    from pipeline.spec import read_spec
+    from pipeline import open_dataset
     opts = dict(rank=0, world_size=1, seed=0, augment=split == "train", ten_crop=False, workers=2, limit=None)
     opts.update(kw)
-    return DaliLoader(read_spec(shards, split), bs, device=torch.device(device), **opts)
+    return DaliLoader(open_dataset(shards).split(split), bs, device=torch.device(device), **opts)
 
 
 @pytest.mark.parametrize("split", ["train", "val"])

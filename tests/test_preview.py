@@ -1,19 +1,21 @@
 """pipeline/preview.py: captions carry the loader's real draws; --backend both pairs DALI with the reference."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from pipeline import Dataset, open_dataset
 from pipeline.preview import caption, class_label, dali_batch, preview, reference_batch, reference_maths, to_pixels
-from pipeline.spec import read_spec
 
 pytest.importorskip("nvidia.dali")
 
 
 def test_dali_draws_reproduce_its_tiles(demo_shards):
-    spec = read_spec(demo_shards, "train")
-    images, labels, d = dali_batch(demo_shards, spec, 8, seed=3)
+    spec = open_dataset(demo_shards).split("train")
+    images, labels, d = dali_batch(spec, 8, seed=3)
     assert d["xy"].shape == (8, 2) and d["xy"].min() >= 0 and d["xy"].max() <= 32
     assert len(set(map(tuple, d["xy"]))) > 1 and 0 < d["flip"].sum() < 8  # real draws, not a constant
     dali = to_pixels(images, spec).astype(int)
@@ -27,12 +29,13 @@ def test_dali_draws_reproduce_its_tiles(demo_shards):
 
 def test_reference_draws_are_the_loaders(demo_shards):
     from pipeline.reference import _Sequence
-    spec = read_spec(demo_shards, "train")
-    images, labels, d = reference_batch(demo_shards, 6, seed=1)
+    data = open_dataset(demo_shards)
+    spec = data.split("train")
+    images, labels, d = reference_batch(data, 6, seed=1)
     samples = _Sequence(spec, True, 1, 0).take(0, 6)  # the batch's samples: epoch 0, rank 0's share
-    assert [lab for _, _, lab, _ in samples] == labels.tolist()
-    for i, (_, jpg, _, _) in enumerate(samples):  # (key, jpeg, label, shard)
-        assert torch.allclose(images[i], reference_maths(jpg, d["xy"][i], d["flip"][i], d["alpha"][i], spec)[0],
+    assert [s.label for s in samples] == labels.tolist()
+    for i, s in enumerate(samples):
+        assert torch.allclose(images[i], reference_maths(s.jpg, d["xy"][i], d["flip"][i], d["alpha"][i], spec)[0],
                               atol=1e-5)
 
 
@@ -42,10 +45,15 @@ def test_both_backends_side_by_side(demo_shards):
     assert diff["max_abs_diff"] <= 2
 
 
+def dataset(manifest: dict) -> Dataset:
+    return Dataset(Path("shards"), {"size": 256, "splits": {}, **manifest}, Path("shards/pca.json"))
+
+
 def test_captions_name_the_class_and_the_draws():
-    manifest = {"classes": ["n01440764", "n01443537"], "class_names": ["tench", "goldfish"]}
-    assert class_label(manifest, 1) == "1 n01443537 goldfish"
-    assert class_label({"classes": ["n01440764"], "class_names": {"n01440764": "tench"}}, 0) == "0 n01440764 tench"
-    assert class_label({"classes": ["n01440764"]}, 0) == "0 n01440764"
-    assert caption(manifest, 0, (3, 31), True, [0.1, -0.05, 0.0]) == \
+    named = dataset({"classes": ["n01440764", "n01443537"], "class_names": ["tench", "goldfish"]})
+    assert class_label(named, 1) == "1 n01443537 goldfish"
+    old_style = dataset({"classes": ["n01440764"], "class_names": {"n01440764": "tench"}})
+    assert class_label(old_style, 0) == "0 n01440764 tench"
+    assert class_label(dataset({"classes": ["n01440764"]}), 0) == "0 n01440764"
+    assert caption(named, 0, (3, 31), True, [0.1, -0.05, 0.0]) == \
         "0 n01440764 tench\ncrop x=3 y=31 flipped\nalpha +0.100 -0.050 +0.000"

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoints, save_weights
-from model.run import check_resume_config, config_changes, prepare_run_dir, resume_path, write_config
-from shardkit.errors import ConfigError
+from model.run import resume_changes, config_changes, prepare_run_dir, resume_path, write_config
+from common.errors import ConfigError
 from tests.conftest import REPO
 
 
@@ -50,13 +50,13 @@ def test_resume_refuses_model_and_data_changes_and_records_the_rest(tmp_path):
     new = {"lr": 0.001, "epochs": 20, "batch_size": 128, "milestones": (3, 6), "name": "b", "resume": "x"}
     assert config_changes(saved, new) == ({}, {"epochs": [10, 20], "lr": [0.01, 0.001]})
     lines = []
-    accepted = check_resume_config(saved, new, tmp_path / "last.pt", echo=lines.append)
+    accepted = resume_changes(saved, new, tmp_path / "last.pt", echo=lines.append)
     assert lines == ["resume: --epochs 10 -> 20", "resume: --lr 0.01 -> 0.001"] and len(accepted) == 2
     with pytest.raises(ConfigError, match=r"--batch-size 128 \(now 256\).*another --name"):
-        check_resume_config(saved, {**new, "batch_size": 256}, tmp_path / "last.pt", echo=lines.append)
+        resume_changes(saved, {**new, "batch_size": 256}, tmp_path / "last.pt", echo=lines.append)
     assert lines[-1] == "resume: --batch-size 128 -> 256 (refused)"
     with pytest.raises(ConfigError, match=r"--lrn paper \(now caffe\)"):
-        check_resume_config({**saved, "lrn": "paper"}, {**new, "lrn": "caffe"}, tmp_path / "last.pt", echo=print)
+        resume_changes({**saved, "lrn": "paper"}, {**new, "lrn": "caffe"}, tmp_path / "last.pt", echo=print)
     write_config(tmp_path, saved, {"torch": "x"})
     write_config(tmp_path, new, {"torch": "y"}, step=40, changes=accepted, resumed_from=tmp_path / "last.pt")
     config = json.loads((tmp_path / "config.json").read_text())

@@ -8,11 +8,11 @@ import os
 import click
 import pytest
 
-from shardkit import cli
-from shardkit.errors import ConfigError, DataError
-from shardkit.files import atomic_write, write_json
+from common import cli
+from common.errors import ConfigError, DataError
+from common.files import atomic_write, write_json
 from shardkit.format import INDEX_VERSION, load_pca, read_index, read_index_count
-from shardkit.parallel import ordered_map
+from common.parallel import ordered_map
 from tests.conftest import flat_pca
 
 

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import click
 
-from shardkit import cli, stats
+from common import cli
+from shardkit import stats
 from shardkit.convert import Options, convert
 from shardkit.demo_data import make_sources
-from shardkit.files import write_json
+from common.files import write_json
 from shardkit.format import split_shards
-from shardkit.parallel import ordered_map
-from shardkit.timing import best_times
+from common.parallel import ordered_map
+from common.timing import best_of, time_calls
 
 
 def decode_all(shards: Path, workers: int) -> int:
@@ -55,8 +56,8 @@ def main(shards, images, workers, repeat, json_path):
         for w in [int(x) for x in workers.split(",")]:
             runs.append(("plain decode (OpenCV)", w, partial(decode_all, shards, w)))
             runs.append(("compute_pca", w, partial(fresh_pca, shards, w, tmp / f"pca{w}.json")))
-        best = best_times([fn for *_, fn in runs], repeat)
-        results = [{"task": name, "workers": w, "images_per_s": n / t} for (name, w, _), t in zip(runs, best)]
+        best = best_of([partial(time_calls, fn) for *_, fn in runs], repeat)
+        results = [{"task": name, "workers": w, "images_per_s": n / t.seconds} for (name, w, _), t in zip(runs, best)]
         click.echo("\n| workers | plain decode images/s | compute_pca images/s | pca / decode |\n|---|---|---|---|")
         for dec, pca in zip(results[::2], results[1::2]):
             pca["vs_decode"] = pca["images_per_s"] / dec["images_per_s"]

@@ -18,19 +18,19 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
 import click
 from PIL import Image
 
-from shardkit import cli, sources
+from common import cli
+from shardkit import sources
 from shardkit.convert import Options, convert
 from shardkit.demo_archives import pack_official
 from shardkit.demo_data import make_sources
-from shardkit.files import write_json
-from shardkit.timing import best_times
+from common.files import write_json
+from common.timing import best_of, time_calls
 
 def naive_convert(src: Path, out: Path, size: int, quality: int) -> int:
     """The baseline: one process, Pillow, full decode."""
@@ -55,9 +55,7 @@ def naive_convert(src: Path, out: Path, size: int, quality: int) -> int:
 
 
 def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    return time_calls(fn).seconds
 
 
 @click.command(context_settings=cli.CONTEXT)
@@ -81,48 +79,58 @@ def main(src, images, workers, quality, shard_size, repeat, archive, json_path):
         nbytes = sum(len(p.read_bytes()) for p in files)  # warm the page cache for everyone
         n = len(sources.list_train(src, sources.train_classes(src)).items)
         click.echo(f"sources: {n} train images, {nbytes / n / 1e3:.0f} kB each on average")
-
-        def naive():
-            shutil.rmtree(tmp / "naive", ignore_errors=True)
-            naive_convert(src, tmp / "naive", 256, quality)
-
-        def shards(w, source=src):
-            out = tmp / f"w{w}-{Path(source).name}"
-            shutil.rmtree(out, ignore_errors=True)
-            convert(Options(src=str(source), out=str(out), splits=("train",), quality=quality, shard_size=shard_size,
-                            workers=w))
-
-        counts = [int(x) for x in workers.split(",")]
-        contenders = [("naive (Pillow, 1 process)", 1, naive)]
-        contenders += [("make_shards", w, partial(shards, w)) for w in counts]
-        if archive:
-            packed = tmp / "download"
-            t = _timed(lambda: pack_official(src, packed, {}))
-            size = sum(p.stat().st_size for p in packed.iterdir())
-            (packed / "ILSVRC2012_img_train.tar").read_bytes()  # warm, as the tree was
-            click.echo(f"packed the tree into {packed.name}/ILSVRC2012_img_train.tar ({size / 1e6:.0f} MB) in {t:.1f} s")
-            contenders += [("make_shards from archive", w, partial(shards, w, packed)) for w in counts]
-        best = best_times([fn for *_, fn in contenders], repeat)
-        results = [{"converter": name, "workers": w, "images_per_s": n / t}
-                   for (name, w, _), t in zip(contenders, best)]
-        base = results[0]["images_per_s"]
-        one = next((r["images_per_s"] for r in results if r["converter"] == "make_shards" and r["workers"] == 1), None)
-        tree = {r["workers"]: r["images_per_s"] for r in results if r["converter"] == "make_shards"}
-        click.echo("\n| converter | workers | images/s | vs naive | vs make_shards 1 worker | vs tree |\n"
-                   "|---|---|---|---|---|---|")
-        for r in results:
-            r["vs_naive"] = r["images_per_s"] / base
-            r["vs_one_worker"] = r["images_per_s"] / one if one and r["converter"] == "make_shards" else None
-            r["vs_tree"] = r["images_per_s"] / tree[r["workers"]] if "archive" in r["converter"] else None
-            scale = f"{r['vs_one_worker']:.2f}x" if r["vs_one_worker"] else "-"
-            vs_tree = f"{r['vs_tree']:.2f}x" if r["vs_tree"] else "-"
-            click.echo(f"| {r['converter']} | {r['workers']} | {r['images_per_s']:.0f} | {r['vs_naive']:.2f}x | {scale} "
-                       f"| {vs_tree} |")
+        runs = contenders(src, tmp, [int(x) for x in workers.split(",")], quality, shard_size, archive)
+        best = best_of([partial(time_calls, fn) for *_, fn in runs], repeat)
+        results = [{"converter": name, "workers": w, "images_per_s": n / t.seconds}
+                   for (name, w, _), t in zip(runs, best)]
+        print_table(results)
         if json_path:
             write_json(json_path, {"images": n, "results": results})
         click.echo(f"bench_shards: {n} images, {len(results)} converters, best of {repeat} runs each")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def contenders(src: Path, tmp: Path, counts: list[int], quality: int, shard_size: int, archive: bool) -> list:
+    """(name, workers, convert) for the naive converter, make_shards at each worker count and, with
+    `archive`, make_shards from the same images packed as the official archive."""
+    def naive():
+        shutil.rmtree(tmp / "naive", ignore_errors=True)
+        naive_convert(src, tmp / "naive", 256, quality)
+
+    def shards(w, source=src):
+        out = tmp / f"w{w}-{Path(source).name}"
+        shutil.rmtree(out, ignore_errors=True)
+        convert(Options(src=str(source), out=str(out), splits=("train",), quality=quality, shard_size=shard_size,
+                        workers=w))
+
+    runs = [("naive (Pillow, 1 process)", 1, naive)] + [("make_shards", w, partial(shards, w)) for w in counts]
+    if archive:
+        packed = tmp / "download"
+        t = _timed(lambda: pack_official(src, packed, {}))
+        size = sum(p.stat().st_size for p in packed.iterdir())
+        (packed / "ILSVRC2012_img_train.tar").read_bytes()  # warm, as the tree was
+        click.echo(f"packed the tree into {packed.name}/ILSVRC2012_img_train.tar ({size / 1e6:.0f} MB) in {t:.1f} s")
+        runs += [("make_shards from archive", w, partial(shards, w, packed)) for w in counts]
+    return runs
+
+
+def print_table(results: list[dict]) -> None:
+    """The table, with each converter's rate against the naive one, make_shards' against its 1-worker run,
+    and the archive's against the tree at the same worker count."""
+    base = results[0]["images_per_s"]
+    one = next((r["images_per_s"] for r in results if r["converter"] == "make_shards" and r["workers"] == 1), None)
+    tree = {r["workers"]: r["images_per_s"] for r in results if r["converter"] == "make_shards"}
+    click.echo("\n| converter | workers | images/s | vs naive | vs make_shards 1 worker | vs tree |\n"
+               "|---|---|---|---|---|---|")
+    for r in results:
+        r["vs_naive"] = r["images_per_s"] / base
+        r["vs_one_worker"] = r["images_per_s"] / one if one and r["converter"] == "make_shards" else None
+        r["vs_tree"] = r["images_per_s"] / tree[r["workers"]] if "archive" in r["converter"] else None
+        scale = f"{r['vs_one_worker']:.2f}x" if r["vs_one_worker"] else "-"
+        vs_tree = f"{r['vs_tree']:.2f}x" if r["vs_tree"] else "-"
+        click.echo(f"| {r['converter']} | {r['workers']} | {r['images_per_s']:.0f} | {r['vs_naive']:.2f}x | {scale} "
+                   f"| {vs_tree} |")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from shardkit import cli
+from common import cli
 from shardkit.stats import Options, compute
 
 default = partial(cli.default, Options)

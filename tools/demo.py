@@ -5,7 +5,7 @@
 1. tools/make_demo_data.py   an ImageNet-layout tree of 10 synthetic classes     -> demo/imagenet
 2. tools/make_shards.py      256x256 WebDataset shards                           -> demo/shards
 3. tools/compute_pca.py      RGB statistics and PCA                              -> demo/shards/pca.json
-4. python -m pipeline.bench  loader images/s: DALI, reference, decode-only       -> demo/bench.json
+4. tools/bench_loader.py     loader images/s: DALI, reference, decode-only       -> demo/bench.json
 5. torchrun (2 CPU processes, gloo) python -m model.train                       -> demo/runs/demo/
 6. python -m model.evaluate  centre crop and the paper's 10-crop test            -> demo/eval_*.json
 7. python -m pipeline.preview  one augmented batch                               -> demo/preview.png
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import click
 
-from shardkit import cli
+from common import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,34 +49,41 @@ def main(out, epochs, lr, batch_size):
     step("demo data", [py, "tools/make_demo_data.py", "--out", str(src)])
     step("shards", [py, "tools/make_shards.py", "--src", str(src), "--out", str(shards), "--shard-size", "100"])
     step("RGB statistics and PCA", [py, "tools/compute_pca.py", "--shards", str(shards)])
-    step("loader benchmark", [py, "-m", "pipeline.bench", "--shards", str(shards), "--batch-size", "64",
+    step("loader benchmark", [py, "tools/bench_loader.py", "--shards", str(shards), "--batch-size", "64",
                               "--batches", "24", "--json", str(out / "bench.json")])
     run = runs / "demo"
-    summary_path = run / "summary.json"
-    train_cmd = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "model.train",
-                 "--shards", str(shards), "--runs", str(runs), "--name", "demo", "--device", "cpu",
-                 "--backend", "dali", "--epochs", str(epochs), "--batch-size", str(batch_size), "--init", "kaiming",
-                 "--lr", str(lr),
-                 "--schedule", "step", "--milestones", str(max(1, epochs - 2)), "--log-every", "5",
-                 "--no-ten-crop-eval"]
-    done = (run / "model.pt").is_file() and json.loads(summary_path.read_text()).get("epochs") == epochs
-    if done:
-        click.echo(f"\n== training: {summary_path} shows {epochs} finished epochs, kept (remove {run} to train again)")
-    else:
-        # an earlier demo's run is continued, never started over (checkpoint.pt: demos from before last.pt)
-        previous = next((p for p in (run / "last.pt", run / "checkpoint.pt") if p.is_file()), None)
-        resume = ["--resume", str(previous)] if previous else ["--overwrite"]
-        step("training AlexNet on 2 CPU processes (gloo)", train_cmd + resume, env={"OMP_NUM_THREADS": "1"})
-    ckpt = run / "model.pt"
+    train(py, shards, runs, run, epochs, lr, batch_size)
     for kind, flag in (("centre", "--centre-crop"), ("ten_crop", "--ten-crop")):
-        step(f"evaluate ({kind})", [py, "-m", "model.evaluate", "--checkpoint", str(ckpt), "--shards", str(shards),
-                                    "--device", "cpu", "--backend", "dali", "--batch-size", "50", flag,
-                                    "--json", str(out / f"eval_{kind}.json")])
+        step(f"evaluate ({kind})", [py, "-m", "model.evaluate", "--checkpoint", str(run / "model.pt"),
+                                    "--shards", str(shards), "--device", "cpu", "--backend", "dali",
+                                    "--batch-size", "50", flag, "--json", str(out / f"eval_{kind}.json")])
     step("preview", [py, "-m", "pipeline.preview", "--shards", str(shards), "--out", str(out / "preview.png")])
+    print_table(out, shards, run)
+    click.echo(f"\ndemo: done in {time.perf_counter() - t0:.0f} s; curves {run / 'curves.png'}, "
+               f"preview {out / 'preview.png'}")
 
+
+def train(py: str, shards: Path, runs: Path, run: Path, epochs: int, lr: float, batch_size: int) -> None:
+    """AlexNet on 2 CPU processes; a finished demo run is kept, an unfinished one continued, never restarted."""
+    summary_path = run / "summary.json"
+    if (run / "model.pt").is_file() and json.loads(summary_path.read_text()).get("epochs") == epochs:
+        click.echo(f"\n== training: {summary_path} shows {epochs} finished epochs, kept (remove {run} to train again)")
+        return
+    cmd = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "model.train",
+           "--shards", str(shards), "--runs", str(runs), "--name", "demo", "--device", "cpu",
+           "--backend", "dali", "--epochs", str(epochs), "--batch-size", str(batch_size), "--init", "kaiming",
+           "--lr", str(lr), "--schedule", "step", "--milestones", str(max(1, epochs - 2)), "--log-every", "5",
+           "--no-ten-crop-eval"]
+    # checkpoint.pt: what demos made before last.pt existed
+    previous = next((p for p in (run / "last.pt", run / "checkpoint.pt") if p.is_file()), None)
+    resume = ["--resume", str(previous)] if previous else ["--overwrite"]
+    step("training AlexNet on 2 CPU processes (gloo)", cmd + resume, env={"OMP_NUM_THREADS": "1"})
+
+
+def print_table(out: Path, shards: Path, run: Path) -> None:
     manifest = json.loads((shards / "manifest.json").read_text())
     bench = {r["backend"]: r["images_per_s"] for r in json.loads((out / "bench.json").read_text())["results"]}
-    train = json.loads(summary_path.read_text())
+    train = json.loads((run / "summary.json").read_text())
     centre = json.loads((out / "eval_centre.json").read_text())
     ten = json.loads((out / "eval_ten_crop.json").read_text())
     chance = 1 - 1 / len(manifest["classes"])
@@ -91,8 +98,6 @@ def main(out, epochs, lr, batch_size):
     click.echo("\n| demo | value |\n|---|---|")
     for k, v in rows:
         click.echo(f"| {k} | {v} |")
-    click.echo(f"\ndemo: done in {time.perf_counter() - t0:.0f} s; curves {run / 'curves.png'}, "
-               f"preview {out / 'preview.png'}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from shardkit import cli
+from common import cli
 from shardkit.demo_data import make_demo
 
 default = partial(cli.default, make_demo)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from shardkit import cli
+from common import cli
 from shardkit.convert import Options, convert
 
 default = partial(cli.default, Options)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from shardkit import cli
-from shardkit.errors import DataError
+from common import cli
+from common.errors import DataError
 from shardkit.format import load_manifest
 from shardkit.verify import verify
 

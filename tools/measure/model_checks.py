@@ -1,13 +1,12 @@
-"""The model sections of `tools/gpu_check.py`: AlexNet training speed on random tensors vs real DALI batches,
+"""The model sections of tools/gpu_check.py: AlexNet training speed on random tensors vs real DALI batches,
 and DDP (two gloo ranks on one device, weights identical after; one NCCL rank with the channels_last model).
-Library code: the CLI in tools/gpu_check.py runs it.
+Every timed loop goes through common.timing.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import time
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
@@ -16,14 +15,12 @@ import torch
 import torch.distributed as td
 import torch.multiprocessing as mp
 
+from common.files import write_json
+from common.parallel import default_workers
+from common.timing import Clock, endless, synchronizer
 from model.alexnet import build_model
 from model.optim import train_step
-from shardkit.files import write_json
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from pipeline import make_loader, open_dataset
 
 
 def _model(classes: int, device: torch.device, channels_last: bool, compile_backend: str | None):
@@ -36,53 +33,40 @@ def _model(classes: int, device: torch.device, channels_last: bool, compile_back
     return model, net, opt
 
 
-def _forever(loader):
-    while True:
-        yield from loader
-
-
 def time_steps(net, opt, batches, device: torch.device, warmup: int, steps: int, autocast,
                channels_last: bool) -> dict:
     """images/s and per-step split (time blocked on the input vs the rest) over `steps` after `warmup`."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    wait, images, t0 = 0.0, 0, None
-    for i in range(warmup + steps):
-        if i == warmup:
-            _sync(device)
-            t0, wait, images = time.perf_counter(), 0.0, 0
-        t = time.perf_counter()
-        x, y = next(batches)
-        wait += time.perf_counter() - t
+    clock = Clock(steps, warmup=warmup, sync=synchronizer(device))
+    for _ in clock:
+        x, y = clock.wait_for(batches)
         train_step(net, opt, x.contiguous(memory_format=fmt), y, autocast)
-        images += len(x)
-    _sync(device)
-    total = time.perf_counter() - t0
-    return {"images_per_s": images / total, "step_ms": 1000 * total / steps, "data_wait": wait / total,
-            "data_wait_ms_per_step": 1000 * wait / steps, "steps": steps}
+        clock.count(len(x))
+    t = clock.result
+    return {"images_per_s": t.per_s, "step_ms": t.step_ms, "data_wait": t.wait_fraction,
+            "data_wait_ms_per_step": 1000 * t.wait / t.steps, "steps": t.steps}
 
 
 def train_section(shards: Path, device: torch.device, workers: int, batch_size: int, steps: int, warmup: int,
                   compile_backend: str, compile_reserve: float, result: dict, deadline) -> None:
     """Model alone on random tensors vs the same model on DALI batches; channels_last and compile on and off."""
-    from pipeline import make_loader
-    from pipeline.spec import read_spec
     gpu = device.type == "cuda"
     torch.backends.cudnn.benchmark = gpu  # every shape is fixed
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if gpu else nullcontext()
-    classes = len(read_spec(shards, "val").classes)
+    classes = len(open_dataset(shards).classes)
     result.update({"batch_size": batch_size, "amp": "bf16" if gpu else "off (CPU)", "cudnn_benchmark": gpu,
                    "compile_backend": compile_backend, "steps": steps, "warmup": warmup})
     rows = result.setdefault("results", [])
     x = torch.randn(batch_size, 3, 224, 224, device=device)
     y = torch.randint(0, classes, (batch_size,), device=device)
     loader = make_loader(shards, "train", batch_size, backend="dali", device=device, workers=workers)
-    real = _forever(loader)
+    real = endless(loader)
     for channels_last in (True, False):
         _, net, opt = _model(classes, device, channels_last, None)
         # DALI's batches are channels_last already: the other layout only measures the model
         for source in ("synthetic", "dali") if channels_last else ("synthetic",):
             rows.append(_row(net, opt, source, channels_last, False, x, y, real, device, warmup, steps, autocast))
-            deadline.check(f"train {source}, channels_last={channels_last}")
+            deadline.stop_if_over(f"train {source}, channels_last={channels_last}")
     main = {r["input"]: r for r in rows if r["channels_last"]}  # model.train's default: channels_last, eager
     result.update({"synthetic_images_per_s": main["synthetic"]["images_per_s"],
                    "real_images_per_s": main["dali"]["images_per_s"],
@@ -97,13 +81,13 @@ def train_section(shards: Path, device: torch.device, workers: int, batch_size: 
     try:
         for source in ("synthetic", "dali"):
             rows.append(_row(net, opt, source, True, True, x, y, real, device, warmup, steps, autocast))
-            deadline.check(f"train {source}, compiled")
+            deadline.stop_if_over(f"train {source}, compiled")
     except RuntimeError as e:  # e.g. no Triton for inductor: the eager figures above stand, the report says why
         result["compile"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
 def _row(net, opt, source, channels_last, compiled, x, y, real, device, warmup, steps, autocast) -> dict:
-    batches = _forever([(x, y)]) if source == "synthetic" else real
+    batches = endless([(x, y)]) if source == "synthetic" else real
     row = {"input": source, "channels_last": channels_last, "compile": compiled}
     row.update(time_steps(net, opt, batches, device, warmup, steps, autocast, channels_last))
     return row
@@ -128,8 +112,6 @@ def _ddp_rank(rank: int, shards: str, device_type: str, batch_size: int, steps: 
     """One of two ranks on the one device (gloo); rank 0 then runs the one-rank DDP smoke test."""
     from torch.nn.parallel import DistributedDataParallel
 
-    from pipeline import make_loader
-    from pipeline.spec import read_spec
     work = Path(workdir)
     log = _stderr_to(work / f"stderr-{rank}.txt")
     gpu = device_type == "cuda"
@@ -138,7 +120,7 @@ def _ddp_rank(rank: int, shards: str, device_type: str, batch_size: int, steps: 
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if gpu else nullcontext()
-    classes = len(read_spec(shards, "val").classes)
+    classes = len(open_dataset(shards).classes)
     out: dict = {"rank": rank}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -148,8 +130,8 @@ def _ddp_rank(rank: int, shards: str, device_type: str, batch_size: int, steps: 
             model, _, opt = _model(classes, device, gpu, None)
             net = DistributedDataParallel(model, device_ids=[0] if gpu else None)
             loader = make_loader(shards, "train", batch_size, backend="dali", device=device, rank=rank,
-                                 world_size=2, workers=max(1, (os.cpu_count() or 2) // 2))
-            timed = time_steps(net, opt, _forever(loader), device, warmup, steps, autocast, gpu)
+                                 world_size=2, workers=default_workers(world_size=2))
+            timed = time_steps(net, opt, endless(loader), device, warmup, steps, autocast, gpu)
             out.update(images_per_s=timed["images_per_s"] * 2, step_ms=timed["step_ms"], steps=steps,
                        data_wait=timed["data_wait"], digest=_params_digest(model))
         finally:
@@ -174,7 +156,7 @@ def _one_rank_smoke(classes: int, device: torch.device, batch_size: int, work: P
         y = torch.randint(0, classes, (batch_size,), device=device)
         for _ in range(2 if gpu else 1):
             train_step(net, opt, x, y, autocast)
-        _sync(device)
+        synchronizer(device)()
         mismatched = [n for n, p in model.named_parameters() if p.grad is not None and p.grad.stride() != p.stride()]
     finally:
         td.destroy_process_group()
@@ -191,7 +173,7 @@ def ddp_section(shards: Path, device: torch.device, batch_size: int, steps: int,
                              nprocs=2, join=False, start_method="spawn")
     try:
         while not ctx.join(timeout=1):
-            deadline.check("DDP ranks")
+            deadline.stop_if_over("DDP ranks")
     finally:
         for p in ctx.processes:
             if p.is_alive():

@@ -18,7 +18,7 @@ import sys
 
 import click
 
-from shardkit.errors import ConfigError, DataError
+from common.errors import ConfigError, DataError
 
 EXIT_USER_ERROR = 2
 CONTEXT = {"help_option_names": ["-h", "--help"]}

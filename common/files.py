@@ -3,6 +3,7 @@
     with atomic_write(path) as f:      # a temporary sibling, opened for writing
         f.write(data)                  # on success: flushed, fsync'ed, renamed onto path
     write_json(path, obj)
+    obj = read_json(path, "what it is")  # DataError naming the file when it is missing or not JSON
 
 A crash or an exception leaves the previous file (if any) untouched and no temporary file behind: readers
 see either the old complete file or the new complete one, never a part. A kill -9 can leave a temporary
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
-from shardkit.errors import DataError
+from common.errors import DataError
 
 PARTIAL = re.compile(r"^\..+\.(\d+)\.partial$")
 
@@ -110,3 +111,15 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
 def write_json(path: str | Path, obj) -> None:
     with atomic_write(path, "w") as f:
         f.write(json.dumps(obj, indent=1) + "\n")
+
+
+def read_json(path: str | Path, what: str) -> dict:
+    """A JSON file another stage wrote; DataError naming the file (and `what` it should be) if it is missing or
+    not valid JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found ({what})")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None

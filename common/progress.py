@@ -1,7 +1,7 @@
 """Progress of long work: a tqdm bar when stderr is a terminal, otherwise a plain line every `every` seconds
 (no carriage returns in piped or redirected logs).
 
-    with progress(total=n, desc="train", unit="img") as bar:
+    with progress_bar(total=n, desc="train", unit="img") as bar:
         for ...:
             bar.update()
 """
@@ -56,7 +56,7 @@ class PlainProgress:
         self.close()
 
 
-def progress(total: int, desc: str, unit: str = "img", *, initial: int = 0, enabled: bool = True,
+def progress_bar(total: int, desc: str, unit: str = "img", *, initial: int = 0, enabled: bool = True,
              every: float | None = PLAIN_EVERY_S):
     """A bar on a terminal, else plain lines every `every` seconds (None: none, when the caller logs its own);
     `enabled=False` (e.g. on ranks other than 0) shows nothing."""

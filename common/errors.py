@@ -1,5 +1,5 @@
 """The two kinds of failure a user can fix, shared by every stage. A CLI's main turns them into
-`error: <message>` and exit status 2 (shardkit.cli); anything else is a bug and keeps its traceback."""
+`error: <message>` and exit status 2 (common.cli); anything else is a bug and keeps its traceback."""
 
 
 class DataError(Exception):

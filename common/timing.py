@@ -1,0 +1,142 @@
+"""The one timing helper of the project (cifar10-airbench's honesty): warm-up steps off the clock, the device
+synchronized before every clock read, and contenders run in interleaved rounds with each one's best round
+counting, so that a noisy moment on a shared machine hits all of them alike.
+
+    clock = Clock(steps=100, warmup=5, sync=synchronizer(device))
+    for _ in clock:                           # 5 untimed steps, then up to 100 timed ones
+        x, y = clock.wait_for(batches)        # time blocked on the input, counted apart
+        train_step(...)
+        clock.count(len(x))
+    clock.result.per_s, clock.result.wait_fraction
+
+    best = best_of([lambda: time_calls(convert_a), lambda: time_calls(convert_b)], rounds=3)
+
+Every benchmark, every section of tools/gpu_check.py and `model.train --measure-synthetic` time through here.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What a timed stretch did: its seconds, steps, items (images, batches, ...) and time blocked on input."""
+    seconds: float
+    steps: int
+    items: int = 0
+    wait: float = 0.0
+
+    @property
+    def per_s(self) -> float:
+        """items per second (steps per second when no items were counted)."""
+        return (self.items or self.steps) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def step_ms(self) -> float:
+        return 1000 * self.seconds / self.steps if self.steps else 0.0
+
+    @property
+    def wait_fraction(self) -> float:
+        return self.wait / self.seconds if self.seconds > 0 else 0.0
+
+
+def no_sync() -> None:
+    pass
+
+
+def synchronizer(device) -> Callable[[], None]:
+    """What to call before reading the clock so that queued GPU work is counted: cuda.synchronize on a CUDA
+    device, nothing on the CPU."""
+    if getattr(device, "type", device) != "cuda":
+        return no_sync
+    import torch
+
+    return lambda: torch.cuda.synchronize(device)
+
+
+class Clock:
+    """Times the steps of a loop; iterate it and do one step per iteration (see the module docstring).
+
+    `warmup` untimed steps come first; then up to `steps` timed ones, or fewer once `seconds` have passed.
+    count() and wait_for() during the warm-up are not recorded. After the loop, `result` is a Timing.
+    """
+
+    def __init__(self, steps: int, *, warmup: int = 0, seconds: float | None = None,
+                 sync: Callable[[], None] = no_sync):
+        self.steps, self.warmup, self.seconds, self.sync = steps, warmup, seconds, sync
+        self.result: Timing | None = None
+        self._timing, self._items, self._wait = False, 0, 0.0
+
+    def __iter__(self) -> Iterator[int]:
+        for i in range(self.warmup):
+            yield i
+        self.sync()
+        self._timing, self._items, self._wait = True, 0, 0.0
+        t0 = time.perf_counter()
+        done = 0
+        while done < self.steps:
+            yield self.warmup + done
+            done += 1
+            if self.seconds is not None and time.perf_counter() - t0 >= self.seconds:
+                break
+        self.sync()
+        self.result = Timing(time.perf_counter() - t0, done, self._items, self._wait)
+        self._timing = False
+
+    def count(self, items: int) -> None:
+        """Items (images, samples) the current step handled."""
+        if self._timing:
+            self._items += items
+
+    def wait_for(self, source: Iterator):
+        """next(source), its time counted as waiting for input."""
+        t0 = time.perf_counter()
+        item = next(source)
+        if self._timing:
+            self._wait += time.perf_counter() - t0
+        return item
+
+
+def time_calls(fn: Callable[[], object], calls: int = 1, *, warmup: int = 0,
+               sync: Callable[[], None] = no_sync, items: Callable[[object], int] | None = None) -> Timing:
+    """`calls` calls of fn() after `warmup` untimed ones; items(result) counts what each call handled."""
+    clock = Clock(calls, warmup=warmup, sync=sync)
+    for _ in clock:
+        out = fn()
+        if items is not None:
+            clock.count(items(out))
+    return clock.result
+
+
+def best_of(contenders: Sequence[Callable[[], T]], rounds: int, rate: Callable[[T], float] | None = None) -> list[T]:
+    """Each contender's best result over `rounds` rounds that interleave them all: the highest rate(result),
+    by default a Timing's items per second."""
+    rate = rate or _rate
+    best: list = [None] * len(contenders)
+    for _ in range(rounds):
+        for i, contender in enumerate(contenders):
+            result = contender()
+            if best[i] is None or rate(result) > rate(best[i]):
+                best[i] = result
+    return best
+
+
+def _rate(t: Timing) -> float:
+    return t.per_s if t.seconds > 0 else float("inf")
+
+
+def endless(batches: Iterable, on_epoch: Callable[[], None] | None = None) -> Iterator:
+    """Iterate a loader epoch after epoch (a timed stretch may span several); on_epoch() after each epoch."""
+    while True:
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("an epoch yielded no batches: nothing to time")
+        if on_epoch is not None:
+            on_epoch()

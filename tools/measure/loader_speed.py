@@ -1,0 +1,149 @@
+"""Loader throughput: images/s of each loader backend, of plain decoding (the ceiling the cores allow), and the
+memory they hold. Behind tools/bench_loader.py and the loader section of tools/gpu_check.py.
+
+Every figure comes from common.timing: warm-up batches off the clock, the device synchronized before each
+clock read, a timed stretch that may span epochs.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import torch
+
+from common.parallel import ordered_map
+from common.timing import Clock, Timing, endless, synchronizer
+from pipeline import make_loader, open_dataset
+from shardkit.format import index_path, read_samples
+from shardkit.stats import decode_chunk, plan_chunks
+
+
+def rss_mb() -> float:
+    """Resident memory of this process and all its descendants (Linux /proc), in MB."""
+    def children(pid: int) -> list[int]:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                return [int(c) for c in f.read().split()]
+        except OSError:
+            return []
+
+    total, todo = 0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            continue
+        todo += children(pid)
+    return total / 1024
+
+
+def time_loader(loader, device, *, batches: int, warmup: int, seconds: float | None = None,
+                on_epoch=None) -> Timing:
+    """images/s of `batches` batches after `warmup` (fewer if `seconds` run out first), across epochs."""
+    stream = endless(loader, on_epoch)
+    clock = Clock(batches, warmup=warmup, seconds=seconds, sync=synchronizer(torch.device(device)))
+    for _ in clock:
+        images, _ = next(stream)
+        clock.count(len(images))
+    return clock.result
+
+
+def bench_loader(shards: Path, backend: str, device: str, batch_size: int, workers: int, batches: int,
+                 seconds: float | None, warmup: int) -> dict:
+    """One backend's train pipeline (full augmentation, float32 NCHW on `device`): images/s and memory."""
+    loader = make_loader(shards, "train", batch_size, backend=backend, device=device, workers=workers)
+    memory = [rss_mb()]
+    t = time_loader(loader, device, batches=batches, warmup=warmup, seconds=seconds,
+                    on_epoch=lambda: memory.append(rss_mb()))
+    memory.append(rss_mb())
+    return {"backend": backend, "images_per_s": t.per_s, "batches": t.steps,
+            "epochs": loader.epoch + (loader.batch > 0), "rss_mb_first_epoch": memory[1],
+            "rss_mb_last": memory[-1], "rss_mb_peak": max(memory)}
+
+
+def decode_pillow(task) -> int:
+    """Read and decode one task's samples with Pillow (the reference loader's decoder), nothing else."""
+    from PIL import Image
+    for _, jpeg in read_samples(*task):
+        Image.open(io.BytesIO(jpeg)).convert("RGB").load()
+    return len(task[1])
+
+
+def decode_rate(tars, fn, workers: int, seconds: float | None = None) -> Timing:
+    """Plain decoding of the tars' JPEGs by fn(task) -> images (stats.decode_chunk: OpenCV) on `workers`
+    processes: what the cores can do at most. All of them, or until `seconds` have passed. The workers start
+    from a fork server: this process may hold a CUDA context or DALI's threads."""
+    tasks = plan_chunks(list(tars), None, 0)
+    list(ordered_map(fn, tasks[:1], 1))  # warm caches and imports
+    done = ordered_map(fn, tasks, workers, chunksize=1, ahead=2, start_method="forkserver" if workers > 1 else None)
+    clock = Clock(len(tasks), seconds=seconds)
+    for _ in clock:
+        clock.count(next(done))
+    done.close()
+    return clock.result
+
+
+def decode_dali(tars, device: str, batch_size: int, workers: int, batches: int) -> Timing:
+    """DALI's decoder alone (mixed on CUDA, CPU otherwise) on the same JPEGs."""
+    from nvidia.dali import fn, pipeline_def
+
+    @pipeline_def(batch_size=batch_size, num_threads=workers, device_id=0 if device == "cuda" else None)
+    def decode_only():
+        jpegs, _ = fn.readers.webdataset(paths=[str(t) for t in tars], index_paths=[str(index_path(t)) for t in tars],
+                                         ext=["jpg", "cls"])
+        return fn.decoders.image(jpegs, device="mixed" if device == "cuda" else "cpu")
+
+    pipe = decode_only()
+    pipe.build()
+    clock = Clock(batches, warmup=3, sync=synchronizer(torch.device(device)))
+    for _ in clock:
+        pipe.run()
+        clock.count(batch_size)
+    return clock.result
+
+
+def free_gpu_memory() -> int:
+    """Free device memory after returning DALI's and torch's unused pools (bytes)."""
+    from nvidia.dali.backend import ReleaseUnusedMemory
+    ReleaseUnusedMemory()
+    torch.cuda.empty_cache()
+    return torch.cuda.mem_get_info()[0]
+
+
+def loader_section(shards: Path, device: torch.device, workers: int, batch_size: int, batches: int,
+                   seconds: float, result: dict, deadline) -> None:
+    """gpu_check: images/s of the DALI train pipeline per decoder setting, the reference loader, and plain
+    decoding; GPU memory each loader holds."""
+    from pipeline.dali import HW_DECODER_LOAD, ROI_DECODE, DaliLoader
+    rows = result.setdefault("results", [])
+    gpu = device.type == "cuda"
+    spec = open_dataset(shards).split("train")
+    result.update({"images": spec.samples, "workers": workers, "batch_size": batch_size,
+                   "defaults": {"hw_decoder_load": HW_DECODER_LOAD, "roi_decode": ROI_DECODE}})
+
+    def row(backend, decoder, hw, make, warmup):
+        free0 = free_gpu_memory() if gpu else None
+        loader = make()
+        t = time_loader(loader, device, batches=batches, warmup=warmup, seconds=seconds)
+        mem = (free0 - torch.cuda.mem_get_info()[0]) / 2**20 if gpu else None  # while the loader is alive
+        rows.append({"backend": backend, "decoder": decoder, "hw_decoder_load": hw, "batch_size": batch_size,
+                     "images_per_s": t.per_s, "gpu_mem_mb": mem, "batches": t.steps})
+
+    for hw in (0.0, 0.65, 1.0) if gpu else (None,):
+        for roi in (True, False):
+            opts = {"hw_decoder_load": hw} if hw is not None else {}
+            row("dali", ("mixed" if gpu else "cpu") + (" window" if roi else " full+crop"), hw,
+                lambda: DaliLoader(spec, batch_size, device=device, rank=0, world_size=1, seed=0, augment=True,
+                                   ten_crop=False, workers=workers, limit=None, roi_decode=roi, **opts), 5)
+            deadline.stop_if_over(f"DALI hw_decoder_load={hw} roi={roi}")
+    row("reference", f"pillow, {workers} processes", None,
+        lambda: make_loader(shards, "train", batch_size, backend="torch", device=device, workers=workers), 3)
+    deadline.stop_if_over("reference loader")
+    t = decode_rate(spec.tars, decode_chunk, workers, seconds)
+    rows.append({"backend": "decode-only", "decoder": f"opencv, {workers} processes", "hw_decoder_load": None,
+                 "batch_size": batch_size, "images_per_s": t.per_s, "gpu_mem_mb": None})
+    best = max((r for r in rows if r["backend"] == "dali"), key=lambda r: r["images_per_s"])
+    result["best_dali"] = {k: best[k] for k in ("decoder", "hw_decoder_load", "images_per_s")}
