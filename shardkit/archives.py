@@ -23,11 +23,10 @@ from pathlib import Path
 from functools import partial
 from typing import NamedTuple
 
-from tqdm import tqdm
-
-from shardkit import sources
 from common.errors import DataError
 from common.parallel import ordered_map
+from common.progress import progress_bar
+from shardkit import sources
 
 TRAIN = "ILSVRC2012_img_train.tar"
 VAL = "ILSVRC2012_img_val.tar"
@@ -187,8 +186,7 @@ def list_train(path: Path, classes: list[str], inner: list[Member], workers: int
     path = Path(path)
     groups, damaged, file = [], [], str(path)  # one string shared by every item's `where`
     scans = ordered_map(partial(_scan_member, file), inner, workers, chunksize=4)
-    with tqdm(total=len(inner), unit="class", desc=f"indexing {path.name}", dynamic_ncols=True, leave=False,
-              disable=None) as bar:
+    with progress_bar(len(inner), f"indexing {path.name}", "class") as bar:
         for s, m in zip(scans, inner):  # scans first: zip then runs that generator to its end (pool closed)
             bar.update()
             wnid = m.name.rsplit("/", 1)[-1][:-len(".tar")]
