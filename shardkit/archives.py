@@ -142,7 +142,7 @@ def _scan_tarfile(f, start: int, length: int) -> Scan:
     return Scan(members, cut, cut_member)
 
 
-def _truncated(path: Path, why: str) -> TruncatedArchive:
+def truncated(path: Path, why: str) -> TruncatedArchive:
     md5 = f" (its MD5 should be {MD5[path.name]})" if path.name in MD5 else ""
     return TruncatedArchive(f"{path}: truncated or damaged: {why}; the file is incomplete: download it "
                             f"again{md5}. Shards written so far are kept, a re-run resumes")
@@ -160,7 +160,7 @@ def train_classes(path: Path) -> tuple[list[str], list[Member]]:
     with _open(path, "--train-archive") as f:
         outer = scan(f, 0, os.fstat(f.fileno()).st_size)
     if outer.cut:
-        raise _truncated(path, outer.cut)
+        raise truncated(path, outer.cut)
     inner = {}
     for m in outer.members:
         base = m.name.rsplit("/", 1)[-1]
@@ -210,7 +210,7 @@ def list_val(path: Path, labels: dict[str, int], label_source: str) -> sources.L
     with _open(path, "--val-archive") as f:
         s = scan(f, 0, os.fstat(f.fileno()).st_size)
     if s.cut:
-        raise _truncated(path, s.cut)
+        raise truncated(path, s.cut)
     file = str(path)
     files = [(m.name.rsplit("/", 1)[-1], f"{path.name}/{m.name}", (file, m.offset, m.size)) for m in s.members]
     return sources.list_flat(files, labels, label_source)
@@ -222,5 +222,5 @@ def read_member(where: tuple[str, int, int]) -> bytes:
     with open(path, "rb") as f:
         data = os.pread(f.fileno(), size, offset)
     if len(data) != size:
-        raise _truncated(Path(path), f"the member at byte {offset} needs {size} bytes, {len(data)} are there")
+        raise truncated(Path(path), f"the member at byte {offset} needs {size} bytes, {len(data)} are there")
     return data

@@ -2,14 +2,16 @@
 The library behind tools/make_shards.py: `convert(Options(...))` does the whole conversion.
 
 Every image: shorter side resized to `size` (antialiased), central size x size cut out, saved as a baseline
-RGB JPEG (`<key>.jpg`) with its class index as ASCII (`<key>.cls`). Train is shuffled globally by `seed` before
-being cut into shards of `shard_size`; val keeps sorted order. Worker processes convert, this process writes,
+RGB JPEG (`<key>.jpg`) with its class index as ASCII (`<key>.cls`). Each split is put in the canonical order
+(shardkit.sources.canonical: by label and key, whatever the layout); train is then shuffled globally by `seed`
+before being cut into shards of `shard_size`; val keeps the canonical order. Worker processes convert, this process writes,
 in order, so the bytes do not depend on `workers`. A shard is written under a temporary name and renamed
 when complete, with a state file under OUT/.make_shards/; a re-run keeps finished shards and does the rest.
 Files that cannot be decoded are skipped and listed in the manifest (fatal with `strict`).
 
-The source is an extracted tree (`src`) or the official archives, read in place (shardkit.inputs decides per
-split, shardkit.archives lists them; the shards are byte-identical either way).
+The source is any layout shardkit.layouts recognizes (a tree, Kaggle's, the official archives, Hugging Face's
+parquet or gzip tars, timm's WebDataset tars); shardkit.inputs lists each split, and the shards are
+byte-identical whichever it is. Streamed layouts are converted while read (shardkit.stream).
 
 Each shard's size and SHA-256 (tar and index) are recorded in its state file and in the manifest, computed
 while writing. With `verify`, a finished shard is kept only if its files still have those sizes and hashes;
@@ -29,17 +31,17 @@ import click
 import numpy as np
 
 from shardkit import archives, imaging, inputs, sources
+from shardkit.stream import Spilled, read_spilled
 from common.errors import ConfigError, DataError
 from common.files import full_disk_as_error, read_json, remove_stale_partials, write_json
-from shardkit.format import MANIFEST, PackedSample, ShardWriter, file_sha256, index_path, pack_sample, \
-    shard_name
+from shardkit.format import FORMAT_VERSION, MANIFEST, PackedSample, ShardWriter, file_sha256, index_path, \
+    pack_sample, shard_name, split_formats
 from common.parallel import default_workers, ordered_map
 from common.progress import progress_bar
 
 SPLITS = ("train", "val")
 CHECKSUMS = ("bytes", "sha256", "index_bytes", "index_sha256")  # per shard, in the manifest as shard_<name>
 STATE_DIR = ".make_shards"
-FORMAT_VERSION = 1  # bump when the bytes written for the same options change
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Options:
     val_archive: str | None = None    # ILSVRC2012_img_val.tar
     devkit: str | None = None         # ILSVRC2012_devkit_t12.tar.gz or its folder
     verify: bool = False  # re-hash finished shards and re-make those whose bytes changed
+    layout: str | None = None  # which layout of --src to read when it holds two (shardkit.layouts.NAMES)
 
 
 @dataclass
@@ -79,30 +82,30 @@ class Shard:
 
 
 def plan_shards(split: str, items: list[sources.Item], shard_size: int, seed: int) -> list[Shard]:
-    if split == "train":  # global shuffle, independent of the listing order (items come sorted)
+    """Cut the split into shards: train shuffled globally by `seed` (numpy's default_rng permutation of the
+    canonical order), val in the canonical order. Both depend on (split, label, key) alone, not the layout."""
+    if split == "train":
         order = np.random.default_rng(seed).permutation(len(items))
         items = [items[i] for i in order]
     return [Shard(split, i, items[s:s + shard_size]) for i, s in enumerate(range(0, len(items), shard_size))]
 
 
-def _worker_init() -> None:
-    import cv2
-    cv2.setNumThreads(1)  # parallelism comes from the worker processes
-
-
-def convert_item(job: tuple[str | tuple[str, int, int], str, int], size: int,
+def convert_item(job: tuple[str | tuple[str, int, int] | Spilled, str, int], size: int,
                  quality: int) -> tuple[PackedSample | None, str | None]:
-    """(path or (archive, offset, size), key, label) -> (tar-packed sample, None) or (None, reason); runs in a
-    worker process. An archive cut short since it was indexed raises (archives.TruncatedArchive)."""
+    """(path, (archive, offset, size) or Spilled, key, label) -> (tar-packed sample, None) or (None, reason);
+    runs in a worker process. A streamed image was converted while its archive was read: its JPEG is read back
+    from the spill file. An archive cut short since it was indexed raises (archives.TruncatedArchive)."""
     where, key, label = job
-    try:
-        data = archives.read_member(where) if isinstance(where, tuple) else Path(where).read_bytes()
-    except OSError as e:
-        return None, f"cannot read ({e.strerror or e})"
-    try:
-        jpeg = imaging.convert(data, size, quality)
-    except imaging.BadImage as e:
-        return None, str(e)
+    if isinstance(where, Spilled):
+        jpeg, reason = (None, where.reason) if where.reason else (read_spilled(where), None)
+    else:
+        try:
+            data = archives.read_member(where) if isinstance(where, tuple) else Path(where).read_bytes()
+        except OSError as e:
+            return None, f"cannot read ({e.strerror or e})"
+        jpeg, reason = imaging.try_convert(data, size, quality)
+    if jpeg is None:
+        return None, reason
     return pack_sample(key, {"jpg": jpeg, "cls": str(label).encode()}), None
 
 
@@ -182,7 +185,7 @@ class SplitWriting:
         work = partial(convert_item, size=self.opts.size, quality=self.opts.quality)
         jobs = ((it.where or str(self.src / it.path), it.key, it.label) for shard, _ in self.pending
                 for it in shard.items)
-        outputs = ordered_map(work, jobs, self.opts.workers, initializer=_worker_init)
+        outputs = ordered_map(work, jobs, self.opts.workers, initializer=imaging.one_thread)
         with progress_bar(self.total, self.split, enabled=self.total > 0) as self.bar, \
                 full_disk_as_error(self.out, self.still_needed, doing=f"writing {self.split} shards"):
             for shard, fp in self.pending:
@@ -257,12 +260,16 @@ def _convert(opts: Options, out: Path, t0: float) -> dict:
         remove_stale_partials(folder)
     found = inputs.resolve(opts.src, splits=opts.splits, train_archive=opts.train_archive,
                            val_archive=opts.val_archive, devkit=opts.devkit, val_labels=opts.val_labels,
-                           workers=opts.workers)
-    indexed = f"; archives indexed in {found.index_seconds:.1f} s" if found.archives else ""
+                           workers=opts.workers, layout=opts.layout,
+                           streaming=inputs.Streaming(out / STATE_DIR, opts.size, opts.quality))
+    indexed = (f"; archives indexed in {found.index_seconds:.1f} s" if found.archives else "") + \
+        "".join(f"; {how}" for how in found.how)
     click.echo(f"make_shards: {', '.join(sorted(set(found.origins.values())))} -> {out}: {len(found.classes)} "
                "classes, " + ", ".join(f"{s} {len(l.items)} images" for s, l in found.listings.items())
                + f"; {opts.workers} workers{indexed}")
-    manifest = new_manifest(opts, found, _previous(out, found.classes))
+    for note in found.notes:
+        click.echo(f"note: {note}")
+    manifest = new_manifest(opts, found, _previous(out, found.classes, opts.splits))
     state = ShardState(out, verify=opts.verify)
     converted, removed = {}, 0
     for split, listing in found.listings.items():
@@ -275,10 +282,12 @@ def _convert(opts: Options, out: Path, t0: float) -> dict:
             raise _no_images(found.origins[split], split, listing, entry)
         entry["skipped"] = listing.skipped + entry["skipped"]
         entry.update({"ignored_files": listing.ignored, "seed": opts.seed if split == "train" else None,
-                      "shard_size": opts.shard_size, "source": found.origins[split]})
+                      "shard_size": opts.shard_size, "source": found.origins[split], "format": FORMAT_VERSION})
         manifest["splits"][split] = entry
         write_json(out / MANIFEST, manifest)  # after each split, so a later failure keeps this one
         removed += remove_stale(out, split, entry["shards"], [s.name for s in shards])
+        if split in found.spills:  # the streamed split's converted images are all in its shards now
+            found.spills[split].unlink(missing_ok=True)
     dt = time.perf_counter() - t0
     n_converted = sum(converted.values())
     if n_converted:  # how the last conversion went (a re-run that converted nothing keeps the old record)
@@ -351,9 +360,10 @@ def _shown(opts: Options, path: str) -> str:
     return str(Path(opts.src) / path) if opts.src and (Path(opts.src) / path).exists() else path
 
 
-def _previous(out: Path, classes: list[str]) -> dict:
+def _previous(out: Path, classes: list[str], splits: tuple[str, ...]) -> dict:
     """The manifest of an earlier run with the same classes, whose splits are kept (e.g. --splits val after
-    train); {} if there is none or it was made from other classes."""
+    train); {} if there is none or it was made from other classes. Splits made by another format version are
+    not kept beside this run's (readers refuse such a mix): re-made by this run, or refused with the fix."""
     path = out / MANIFEST
     if not path.is_file():
         return {}
@@ -361,7 +371,13 @@ def _previous(out: Path, classes: list[str]) -> dict:
         old = read_json(path, "previous manifest")
     except DataError:  # unreadable: nothing of it can be kept
         return {}
-    if old.get("classes") == classes and isinstance(old.get("splits"), dict):
-        return old
-    click.echo(f"note: {path} was made from other classes; its splits are replaced", err=True)
-    return {}
+    if old.get("classes") != classes or not isinstance(old.get("splits"), dict):
+        click.echo(f"note: {path} was made from other classes; its splits are replaced", err=True)
+        return {}
+    older = {s: v for s, v in split_formats(old).items() if v != FORMAT_VERSION and s not in splits}
+    if older:
+        made = ", ".join(f"{s} by format {v}" for s, v in sorted(older.items()))
+        raise ConfigError(f"{path}: holds shards of an earlier format ({made}), which this run (format "
+                          f"{FORMAT_VERSION}, --splits {','.join(splits)}) would leave beside its own; re-make them "
+                          f"too: --splits {','.join(sorted(set(splits) | set(older)))}, or use another --out")
+    return {**old, "splits": {s: e for s, e in old["splits"].items() if split_formats(old)[s] == FORMAT_VERSION}}

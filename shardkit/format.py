@@ -22,6 +22,10 @@ PCA = "pca.json"
 INDEX_VERSION = "v1.2"  # the format of DALI's wds2idx, read by fn.readers.webdataset
 BLOCK, RECORD = 512, 10240  # tar block and record sizes
 ENCODING = "utf-8"  # of member names, in the PAX headers and in the index
+# The version of the bytes make_shards writes for the same sources and options (docs/FORMAT.md, "manifest.json"):
+# 1 = listing order (before the canonical order); 2 = the canonical order (split, label, key). Recorded in the
+# manifest and in each of its splits; readers refuse a folder whose splits were made by different versions.
+FORMAT_VERSION = 2
 
 
 def key_problem(key: str) -> str | None:
@@ -143,7 +147,29 @@ def load_manifest(shards_dir: Path) -> dict:
     for field in ("size", "classes", "splits"):
         if field not in manifest:
             raise DataError(f"{path}: field {field!r} missing; re-run tools/make_shards.py")
+    check_format(manifest, path)
     return manifest
+
+
+def split_formats(manifest: dict) -> dict[str, int]:
+    """The format version each split was made by: its own `format`, else the manifest's (absent: 1, the
+    manifests written before versions were recorded per split)."""
+    top = manifest.get("format", 1)
+    return {split: entry.get("format", top) for split, entry in manifest.get("splits", {}).items()}
+
+
+def check_format(manifest: dict, path: Path) -> None:
+    """Refuse shards of two format versions in one folder (their bytes follow different orders, so checksums
+    published for one version do not match the other), and versions newer than this code knows."""
+    versions = {"manifest": manifest.get("format", 1), **split_formats(manifest)}
+    newer = {v for v in versions.values() if not isinstance(v, int) or v > FORMAT_VERSION}
+    if newer:
+        raise DataError(f"{path}: made by a newer make_shards (format {sorted(map(str, newer))[0]}; this code reads "
+                        f"up to {FORMAT_VERSION}); update this project, or re-make the shards with this version")
+    if len(set(versions.values())) > 1:
+        made = ", ".join(f"{name} by format {v}" for name, v in versions.items())
+        raise DataError(f"{path}: mixes shards of two format versions ({made}); re-make every split with one "
+                        f"version: python tools/make_shards.py --src SRC --out {path.parent} (all splits at once)")
 
 
 def split_shards(shards_dir: Path, split: str, manifest: dict | None = None) -> tuple[list[Path], list[int]]:

@@ -131,6 +131,19 @@ def convert(data: bytes, size: int = 256, quality: int = 90) -> bytes:
     return encode_jpeg(resize_center_crop(decode_bgr(data, size), size), quality)
 
 
+def try_convert(data: bytes, size: int, quality: int) -> tuple[bytes | None, str | None]:
+    """(shard JPEG bytes, None), or (None, why) for a file that cannot be decoded (skipped and listed)."""
+    try:
+        return convert(data, size, quality), None
+    except BadImage as e:
+        return None, str(e)
+
+
+def one_thread() -> None:
+    """The initializer of converting worker processes: parallelism comes from the processes, not OpenCV."""
+    cv2.setNumThreads(1)
+
+
 def shard_pixels(path: str | Path, size: int = 256) -> np.ndarray:
     """[size, size, 3] uint8 RGB from any image file, made exactly as a shard image is (the shorter side to
     `size`, antialiased, the centre square), without the shard's JPEG encoding: what inference feeds a model."""

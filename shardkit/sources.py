@@ -8,9 +8,10 @@ val:   SRC/val/<wnid>/*.JPEG (class folders), or flat SRC/val/*.JPEG labelled by
        - or the devkit's ILSVRC2012_validation_ground_truth.txt, read through the devkit's meta.mat (--devkit,
          or meta.mat beside the file).
 The official archives (shardkit.archives) list through the same functions (list_classes, list_flat), so both
-give the same keys, labels and order.
-Label index = position of the wnid in the sorted list of train wnids. Listing is sorted, so the result does
-not depend on the file system's order.
+give the same keys and labels.
+Label index = position of the wnid in the sorted list of train wnids. Every layout's listing then goes through
+`canonical`, which orders a split by what does not depend on the layout (label and key), so the order is the
+same whichever way the images are held (docs/FORMAT.md, "The canonical order").
 """
 from __future__ import annotations
 
@@ -35,10 +36,15 @@ class SourceError(DataError):
 
 @dataclass(frozen=True)
 class Item:
-    path: str   # relative to SRC, with forward slashes
+    path: str   # relative to SRC, with forward slashes (or the place in an archive)
     label: int
     key: str    # sample key in the shards: the file stem, cleaned by sample_key
-    where: tuple[str, int, int] | None = None  # (archive file, offset, size) when the bytes are in an archive
+    where: object = None  # (archive file, offset, size) when the bytes are in an archive; stream.Spilled if streamed
+    name: str = ""        # the file name as the extracted tree has it, when `path` ends in another (Hugging Face)
+
+    @property
+    def file_name(self) -> str:
+        return self.name or self.path.rsplit("/", 1)[-1]
 
 
 @dataclass
@@ -51,7 +57,7 @@ class Listing:
 def sample_key(filename: str) -> str:
     """The file stem with every character a key cannot hold (shardkit.format.key_problem: dots, whitespace,
     control characters, undecodable bytes) replaced by '_'; non-ASCII letters are kept. Two files whose keys
-    come out equal are a collision: the second is skipped and listed (see _add)."""
+    come out equal are a collision: one is kept, the others are skipped and listed (see canonical)."""
     stem = filename.rsplit(".", 1)[0] if "." in filename else filename
     return "".join("_" if c in "./" or c.isspace() or not c.isprintable() else c for c in stem) or "_"
 
@@ -80,7 +86,7 @@ def split_dir(src: Path, split: str) -> Path | None:
     return None
 
 
-def _looked_for(src: Path, split: str) -> str:
+def looked_for(src: Path, split: str) -> str:
     return " or ".join(str(src / p.format(split=split)) for p in SPLIT_DIRS)
 
 
@@ -92,21 +98,27 @@ def train_classes(src: Path) -> list[str]:
     """Sorted train wnids: label i is classes[i]."""
     d = split_dir(src, "train")
     if d is None:
-        raise SourceError(f"no train folder: looked for {_looked_for(src, 'train')}")
+        raise SourceError(f"no train folder: looked for {looked_for(src, 'train')}")
     classes = [p.name for p in _class_dirs(d)]
     if not classes:
         raise SourceError(f"no train classes in {d}: expected sub-folders named like n01440764 (a wnid)")
     return classes
 
 
-def _add(items: list[Item], seen: dict[str, str], skipped: list[dict], rel: str, label: int,
-         where: tuple[str, int, int] | None = None) -> None:
-    key = sample_key(rel.rsplit("/", 1)[-1])
-    if key in seen:
-        skipped.append({"path": rel, "reason": f"duplicate key {key!r} (also {seen[key]})"})
-        return
-    seen[key] = rel
-    items.append(Item(rel, label, key, where))
+def canonical(split: str, listing: Listing) -> Listing:
+    """The split in the canonical order, which depends on (split, label, key) alone: train sorted by (label, key)
+    (make_shards then shuffles it with its seed), val by key. Of files whose keys clash, the one whose file
+    name sorts first is kept and the others are listed as skipped, so that choice is the same in every layout."""
+    items, skipped, seen = [], [], {}
+    for it in sorted(listing.items, key=lambda i: (i.key, i.file_name, i.label)):
+        if it.key in seen:
+            skipped.append({"path": it.path, "reason": f"duplicate key {it.key!r} (also {seen[it.key]})"})
+            continue
+        seen[it.key] = it.path
+        items.append(it)
+    if split == "train":
+        items.sort(key=lambda i: (i.label, i.key))
+    return Listing(items, listing.skipped + skipped, listing.ignored)
 
 
 # A file as the listing sees it: (file name, path shown and recorded, where its bytes are if in an archive)
@@ -114,32 +126,31 @@ File = tuple[str, str, "tuple[str, int, int] | None"]
 
 
 def list_classes(groups: list[tuple[str, str, list[File]]], classes: list[str]) -> Listing:
-    """Items of class-grouped files, groups = [(wnid, where the group is, files)]: classes in wnid order,
-    files in name order, so the listing does not depend on the order of the file system or the archive."""
+    """Items of class-grouped files, groups = [(wnid, where the group is, files)]; `canonical` orders them."""
     index = {wnid: i for i, wnid in enumerate(classes)}
-    items, skipped, seen, ignored = [], [], {}, 0
+    items, ignored = [], 0
     for wnid, shown, files in sorted(groups, key=lambda g: g[0]):
         if wnid not in index:
             raise SourceError(f"{shown}: class {wnid} is not one of the {len(classes)} train classes")
-        for name, rel, where in sorted(files, key=lambda f: f[0]):
+        for name, rel, where in files:
             if not is_image_name(name):
                 ignored += 1
                 continue
-            _add(items, seen, skipped, rel, index[wnid], where)
-    return Listing(items, skipped, ignored)
+            items.append(Item(rel, index[wnid], sample_key(name), where))
+    return Listing(items, [], ignored)
 
 
 def list_flat(files: list[File], labels: dict[str, int], label_source: str) -> Listing:
-    """Items of a flat folder of images labelled by {key: label}, in name order."""
+    """Items of a flat folder of images labelled by {key: label}."""
     files = sorted(files, key=lambda f: f[0])
     images = [f for f in files if is_image_name(f[0])]
-    items, skipped, seen = [], [], {}
+    items, skipped = [], []
     for name, rel, where in images:
         label = labels.get(sample_key(name))
         if label is None:
             skipped.append({"path": rel, "reason": f"no label in {label_source}"})
         else:
-            _add(items, seen, skipped, rel, label, where)
+            items.append(Item(rel, label, sample_key(name), where))
     return Listing(items, skipped, len(files) - len(images))
 
 
@@ -157,7 +168,7 @@ def list_train(src: Path, classes: list[str]) -> Listing:
 def list_val(src: Path, classes: list[str], val_labels: Path | None = None, devkit: Devkit | None = None) -> Listing:
     d = split_dir(src, "val")
     if d is None:
-        raise SourceError(f"no val folder: looked for {_looked_for(src, 'val')}")
+        raise SourceError(f"no val folder: looked for {looked_for(src, 'val')}")
     if _class_dirs(d):
         return _list_class_folders(src, d, classes)
     files = sorted(f for f in d.iterdir() if f.is_file())

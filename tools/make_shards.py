@@ -1,6 +1,6 @@
 """ImageNet tree -> 256x256 WebDataset shards + DALI index files + manifest.json (docs/FORMAT.md, "Shards").
 
-    python tools/make_shards.py --src /data/ILSVRC2012 --out shards/     # a tree, or the three official files
+    python tools/make_shards.py --src /data/ILSVRC2012 --out shards/     # any layout of docs/sources.md
     python tools/make_shards.py --train-archive ILSVRC2012_img_train.tar --val-archive ILSVRC2012_img_val.tar \
         --devkit ILSVRC2012_devkit_t12.tar.gz --out shards/
     python tools/make_shards.py --src demo/imagenet --out shards/ --splits train,val --shard-size 200
@@ -20,14 +20,18 @@ import click
 
 from common import cli
 from shardkit.convert import Options, convert
+from shardkit.layouts import NAMES
 
 default = partial(cli.default, Options)
 
 
 @click.command(context_settings=cli.CONTEXT)
 @click.option("--src", type=click.Path(path_type=Path),
-              help="ImageNet tree (train/, val/ or ILSVRC/Data/CLS-LOC/), or a folder with the official "
-                   "ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz.")
+              help="A folder holding ImageNet in any layout of docs/sources.md, recognized by itself: a tree "
+                   "(train/, val/ or ILSVRC/Data/CLS-LOC/), the official ILSVRC2012_img_train.tar, "
+                   "ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz, Hugging Face's ILSVRC/imagenet-1k "
+                   "(parquet or gzip tars), or timm's imagenet-1k-wds.")
+@click.option("--layout", type=click.Choice(NAMES), help="Which layout of --src to read, when it holds two.")
 @click.option("--train-archive", type=click.Path(path_type=Path), help="ILSVRC2012_img_train.tar, read in place.")
 @click.option("--val-archive", type=click.Path(path_type=Path), help="ILSVRC2012_img_val.tar, read in place.")
 @click.option("--devkit", type=click.Path(path_type=Path),
@@ -42,14 +46,14 @@ default = partial(cli.default, Options)
 @click.option("--val-labels", type=click.Path(path_type=Path), help="Labels of a flat val folder (LOC_val_solution.csv or 'filename wnid').")
 @click.option("--strict", is_flag=True, help="Stop at the first file that cannot be decoded.")
 @click.option("--verify", is_flag=True, help="Re-hash finished shards; re-make those whose size or SHA-256 changed.")
-def main(src, train_archive, val_archive, devkit, out, splits, size, quality, shard_size, workers, seed, val_labels,
-         strict, verify):
+def main(src, layout, train_archive, val_archive, devkit, out, splits, size, quality, shard_size, workers, seed,
+         val_labels, strict, verify):
     """Convert ImageNet (a tree or the official archives) to 256x256 WebDataset shards (see docs/FORMAT.md)."""
     opts = Options(src=src and str(src), train_archive=train_archive and str(train_archive),
                    val_archive=val_archive and str(val_archive), devkit=devkit and str(devkit), out=str(out),
                    splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
                    size=size, quality=quality, shard_size=shard_size, workers=workers, seed=seed,
-                   val_labels=val_labels and str(val_labels), strict=strict, verify=verify)
+                   val_labels=val_labels and str(val_labels), strict=strict, verify=verify, layout=layout)
     click.echo("options: " + json.dumps(asdict(opts)))
     convert(opts)
 
