@@ -97,7 +97,8 @@ def _images(src: Path, val_wnids: dict[str, str]) -> dict[str, list[tuple[str, s
         for f in sorted((sources.split_dir(src, "train") / wnid).iterdir()):
             if sources.is_image_name(f.name):
                 out["train"].append((f.name, wnid, f.read_bytes()))
-    for f in sorted(sources.split_dir(src, "val").rglob("*")):
+    val_dir = sources.split_dir(src, "val")
+    for f in sorted(val_dir.rglob("*")) if val_dir else []:
         if f.is_file() and sources.is_image_name(f.name):
             out["val"].append((f.name, val_wnids[Path(f.name).stem], f.read_bytes()))
     rng = np.random.default_rng(7)
@@ -128,9 +129,11 @@ def pack_hf(src: Path, out: Path, val_wnids: dict[str, str], words: dict[str, st
     (out / "README.md").write_text("demo copy of ILSVRC/imagenet-1k\n")
     label = {w: i for i, w in enumerate(classes)}
     splits = {s: [(_hf_name(n, w), label[w], data) for n, w, data in rows] for s, rows in _images(src, val_wnids).items()}
-    splits["test"] = [("ILSVRC2012_test_00000001.JPEG", -1, splits["val"][0][2])]
+    splits["test"] = [("ILSVRC2012_test_00000001.JPEG", -1, splits["train"][0][2])]
     for split, rows in splits.items():
         name = {"val": "validation"}.get(split, split)
+        if not rows:
+            continue
         if fmt == "parquet":
             n = files if split == "train" else 1
             for i in range(n):
@@ -170,6 +173,8 @@ def pack_timm(src: Path, out: Path, val_wnids: dict[str, str], shard_size: int =
     cls_of = cls_of or {w: i for i, w in enumerate(classes)}
     info = {"name": "imagenet-1k", "splits": {}}
     for split, rows in _images(src, val_wnids).items():
+        if not rows:
+            continue
         name, width = ("validation", 2) if split == "val" else ("train", 4)
         chunks = [rows[i:i + shard_size] for i in range(0, len(rows), shard_size)]
         names = [f"imagenet1k-{name}-{i:0{width}d}.tar" for i in range(len(chunks))]

@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 
 from common.errors import ConfigError
-from shardkit import archives, devkit as devkit_files, hf, layouts, sources, stream, wds
+from shardkit import archives, devkit as devkit_files, hf, layouts, sources, stream, timm_wds
 
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
 SPLIT_ORDER = ("train", "val")  # train first: it names the classes
@@ -132,8 +132,8 @@ class _Reading:
         if kind == "official":
             classes, self._official_inner = archives.train_classes(files[0])
         elif kind == "timm-wds":
-            self._timm["train"] = wds.list_split(files, self.workers, "train")
-            classes = wds.classes_of(self._timm["train"][0])
+            self._timm["train"] = timm_wds.list_split(files, self.workers, "train")
+            classes = timm_wds.classes_of(self._timm["train"][0])
         elif (self.src / hf.CLASSES).is_file():  # a Hugging Face download whose train split is not read now
             classes = sorted(hf.read_classes(self.src / hf.CLASSES))
         else:
@@ -164,8 +164,8 @@ class _Reading:
         return listing
 
     def _timm_split(self, split: str) -> sources.Listing:
-        samples, damaged = self._timm.get(split) or wds.list_split(self.files[split], self.workers, split)
-        listing, mapped = wds.listing(samples, damaged, self.classes, str(self.files[split][0].parent))
+        samples, damaged = self._timm.get(split) or timm_wds.list_split(self.files[split], self.workers, split)
+        listing, mapped = timm_wds.listing(samples, damaged, self.classes, str(self.files[split][0].parent))
         if mapped:
             self.notes.append(f"{split}: {mapped} samples' .cls differ from the sorted-wnid index of the class in "
                               "their .json; labelled by that class")

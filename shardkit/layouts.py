@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import ConfigError
-from shardkit import archives, devkit, hf, sources, wds
+from shardkit import archives, devkit, hf, sources, timm_wds
 
 NAMES = ("tree", "kaggle", "official", "hf-parquet", "hf-tar", "timm-wds")
 PARQUET = re.compile(r"^(?P<split>train|validation|test)-(?P<n>\d{5})-of-(?P<of>\d{5})\.parquet$")
@@ -124,26 +124,26 @@ def _hf_tar(src: Path) -> Layout | None:
 
 
 def _timm(src: Path) -> Layout | None:
-    found = [(p, m) for p in sorted(src.iterdir()) if (m := wds.TAR.match(p.name))]
+    found = [(p, m) for p in sorted(src.iterdir()) if (m := timm_wds.TAR.match(p.name))]
     if not found:
         return None
     listed = _timm_info(src)
     files, missing = {}, {}
-    for name, split in wds.SPLITS.items():
+    for name, split in timm_wds.SPLITS.items():
         mine = {p.name: p for p, m in found if m["split"] == name}
         width = max((len(m["n"]) for p, m in found if m["split"] == name), default=4)
         count = max((int(m["n"]) + 1 for p, m in found if m["split"] == name), default=0)
         expected = listed.get(name) or [f"imagenet1k-{name}-{i:0{width}d}.tar" for i in range(count)]
         files[split] = [mine[n] for n in expected if n in mine]
         missing[split] = [n for n in expected if n not in mine]
-    used = {_rel(src, p) for fs in files.values() for p in fs} | _extras(src, (wds.INFO, *LABEL_FILES))
+    used = {_rel(src, p) for fs in files.values() for p in fs} | _extras(src, (timm_wds.INFO, *LABEL_FILES))
     return Layout("timm-wds", {s: fs for s, fs in files.items() if fs}, used, missing)
 
 
 def _timm_info(src: Path) -> dict[str, list[str]]:
     """The shard names _info.json lists per split (what timm's reader_wds reads), {} without one."""
     try:
-        info = json.loads((src / wds.INFO).read_text())
+        info = json.loads((src / timm_wds.INFO).read_text())
         return {name: list(s["filenames"]) for name, s in info.get("splits", {}).items() if s.get("filenames")}
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return {}
