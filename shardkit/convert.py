@@ -185,7 +185,9 @@ class SplitWriting:
         work = partial(convert_item, size=self.opts.size, quality=self.opts.quality)
         jobs = ((it.where or str(self.src / it.path), it.key, it.label) for shard, _ in self.pending
                 for it in shard.items)
-        outputs = ordered_map(work, jobs, self.opts.workers, initializer=imaging.one_thread)
+        spilled = all(isinstance(it.where, Spilled) for shard, _ in self.pending for it in shard.items)
+        # a streamed split was converted while read: cutting its shards only copies bytes, done in this process
+        outputs = ordered_map(work, jobs, 1 if spilled else self.opts.workers, initializer=imaging.one_thread)
         with progress_bar(self.total, self.split, enabled=self.total > 0) as self.bar, \
                 full_disk_as_error(self.out, self.still_needed, doing=f"writing {self.split} shards"):
             for shard, fp in self.pending:

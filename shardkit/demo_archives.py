@@ -152,7 +152,7 @@ def _write_parquet(path: Path, rows: list[tuple[str, int, bytes]]) -> None:
     image = pa.array([{"bytes": data, "path": name} for name, _, data in rows],
                      pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
     pq.write_table(pa.table({"image": image, "label": pa.array([lab for _, lab, _ in rows], pa.int64())}), path,
-                   row_group_size=4)
+                   row_group_size=100)  # as the datasets library writes image datasets
 
 
 def _write_targz(path: Path, rows: list[tuple[str, int, bytes]]) -> None:

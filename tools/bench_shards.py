@@ -3,15 +3,17 @@
     python tools/bench_shards.py                        # 1200 generated photo-like JPEGs, ~500x375
     python tools/bench_shards.py --images 2000 --workers 1,2 --json bench_shards.json
     python tools/bench_shards.py --src /data/ILSVRC2012  # your own tree (train split only)
-    python tools/bench_shards.py --archive               # also from the official archive packed from the tree
+    python tools/bench_shards.py --sources official,hf-parquet,hf-tar,timm-wds --workers 2   # every layout
 
 The naive converter is what one writes first: one process, Pillow full decode, `resize` (Pillow's default
 filter, bicubic) of the shorter side to 256, centre `crop`, `save` as JPEG at the same quality, written with
 webdataset's TarWriter. make_shards runs as the CLI does, with each --workers value, into fresh folders. The
 sources are read once before timing, so every contender starts from a warm page cache. Prints images/s of each
-and their ratios, as a table and as JSON. With --archive the same images are also packed into an
-ILSVRC2012_img_train.tar (a tar of per-class tars, shardkit.demo_archives) and make_shards converts that too,
-indexing included in its time; "vs tree" is its rate over the tree's at the same worker count.
+and their ratios, as a table and as JSON. With --sources the same images are also packed in each named layout
+(shardkit.demo_archives: the official ILSVRC2012_img_train.tar, Hugging Face's parquet files or gzip tars,
+timm's WebDataset tars) and make_shards converts each, its indexing or streaming pass included in its time;
+"vs tree" is its rate over the tree's at the same worker count. Rounds interleave every contender
+(common.timing.best_of), so a noisy moment on a shared machine hits them alike. --archive = --sources official.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from PIL import Image
 from common import cli
 from shardkit import sources
 from shardkit.convert import Options, convert
-from shardkit.demo_archives import pack_official
+from shardkit.demo_archives import pack_hf, pack_official, pack_timm
 from shardkit.demo_data import make_sources
 from common.files import write_json
 from common.timing import best_of, time_calls
@@ -54,6 +56,14 @@ def naive_convert(src: Path, out: Path, size: int, quality: int) -> int:
     return len(items)
 
 
+PACKERS = {  # layout -> pack(tree, out): the same train images, held as that layout holds them
+    "official": lambda src, out: pack_official(src, out, {}),
+    "hf-parquet": lambda src, out: pack_hf(src, out, {}, fmt="parquet"),
+    "hf-tar": lambda src, out: pack_hf(src, out, {}, fmt="tar"),
+    "timm-wds": lambda src, out: pack_timm(src, out, {}, shard_size=256),
+}
+
+
 def _timed(fn) -> float:
     return time_calls(fn).seconds
 
@@ -65,9 +75,11 @@ def _timed(fn) -> float:
 @click.option("--quality", default=90, show_default=True)
 @click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(1))
 @click.option("--repeat", default=3, show_default=True, type=click.IntRange(1), help="Rounds; each contender's best counts.")
+@click.option("--sources", "layouts", default="", help=f"Also convert the same images packed in these layouts: "
+              f"comma-separated, of {', '.join(PACKERS)}.")
 @click.option("--archive", is_flag=True, help="Also convert the same images from the official archive layout.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results here.")
-def main(src, images, workers, quality, shard_size, repeat, archive, json_path):
+def main(src, images, workers, quality, shard_size, repeat, layouts, archive, json_path):
     """Conversion speed: make_shards vs a naive Pillow converter."""
     tmp = Path(tempfile.mkdtemp(prefix="bench_shards_"))
     try:
@@ -79,7 +91,11 @@ def main(src, images, workers, quality, shard_size, repeat, archive, json_path):
         nbytes = sum(len(p.read_bytes()) for p in files)  # warm the page cache for everyone
         n = len(sources.list_train(src, sources.train_classes(src)).items)
         click.echo(f"sources: {n} train images, {nbytes / n / 1e3:.0f} kB each on average")
-        runs = contenders(src, tmp, [int(x) for x in workers.split(",")], quality, shard_size, archive)
+        chosen = [x.strip() for x in layouts.split(",") if x.strip()] + (["official"] if archive else [])
+        unknown = [x for x in chosen if x not in PACKERS]
+        if unknown:
+            raise click.BadParameter(f"unknown layout(s) {unknown}; use {', '.join(PACKERS)}", param_hint="--sources")
+        runs = contenders(src, tmp, [int(x) for x in workers.split(",")], quality, shard_size, dict.fromkeys(chosen))
         best = best_of([partial(time_calls, fn) for *_, fn in runs], repeat)
         results = [{"converter": name, "workers": w, "images_per_s": n / t.seconds}
                    for (name, w, _), t in zip(runs, best)]
@@ -91,9 +107,9 @@ def main(src, images, workers, quality, shard_size, repeat, archive, json_path):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def contenders(src: Path, tmp: Path, counts: list[int], quality: int, shard_size: int, archive: bool) -> list:
-    """(name, workers, convert) for the naive converter, make_shards at each worker count and, with
-    `archive`, make_shards from the same images packed as the official archive."""
+def contenders(src: Path, tmp: Path, counts: list[int], quality: int, shard_size: int, layouts) -> list:
+    """(name, workers, convert) for the naive converter, make_shards at each worker count and make_shards
+    from the same images packed in each of `layouts`."""
     def naive():
         shutil.rmtree(tmp / "naive", ignore_errors=True)
         naive_convert(src, tmp / "naive", 256, quality)
@@ -105,13 +121,13 @@ def contenders(src: Path, tmp: Path, counts: list[int], quality: int, shard_size
                         workers=w))
 
     runs = [("naive (Pillow, 1 process)", 1, naive)] + [("make_shards", w, partial(shards, w)) for w in counts]
-    if archive:
-        packed = tmp / "download"
-        t = _timed(lambda: pack_official(src, packed, {}))
-        size = sum(p.stat().st_size for p in packed.iterdir())
-        (packed / "ILSVRC2012_img_train.tar").read_bytes()  # warm, as the tree was
-        click.echo(f"packed the tree into {packed.name}/ILSVRC2012_img_train.tar ({size / 1e6:.0f} MB) in {t:.1f} s")
-        runs += [("make_shards from archive", w, partial(shards, w, packed)) for w in counts]
+    for layout in layouts:
+        packed = tmp / layout
+        t = _timed(lambda: PACKERS[layout](src, packed))
+        files = [p for p in packed.rglob("*") if p.is_file()]
+        size = sum(len(p.read_bytes()) for p in files)  # read once: warm, as the tree was
+        click.echo(f"packed the tree as {layout} ({len(files)} files, {size / 1e6:.0f} MB) in {t:.1f} s")
+        runs += [(f"make_shards from {layout}", w, partial(shards, w, packed)) for w in counts]
     return runs
 
 
@@ -126,7 +142,7 @@ def print_table(results: list[dict]) -> None:
     for r in results:
         r["vs_naive"] = r["images_per_s"] / base
         r["vs_one_worker"] = r["images_per_s"] / one if one and r["converter"] == "make_shards" else None
-        r["vs_tree"] = r["images_per_s"] / tree[r["workers"]] if "archive" in r["converter"] else None
+        r["vs_tree"] = r["images_per_s"] / tree[r["workers"]] if " from " in r["converter"] else None
         scale = f"{r['vs_one_worker']:.2f}x" if r["vs_one_worker"] else "-"
         vs_tree = f"{r['vs_tree']:.2f}x" if r["vs_tree"] else "-"
         click.echo(f"| {r['converter']} | {r['workers']} | {r['images_per_s']:.0f} | {r['vs_naive']:.2f}x | {scale} "
