@@ -10,6 +10,9 @@ Each split's `.idx` files are read once, on the first `split()` call, into array
 sample, and checked (counts against the manifest, tars long enough for their indexes, a .jpg and a .cls in
 every sample); later calls and every loader built from the value reuse them. At ImageNet's size that is
 1,281,167 train entries: tools/bench_startup.py measures what this saves.
+
+A folder whose splits were made by two format versions of make_shards (docs/FORMAT.md, "Format version") is
+refused when it is opened (shardkit.format.load_manifest), with the command that re-makes it.
 """
 from __future__ import annotations
 

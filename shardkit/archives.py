@@ -32,6 +32,7 @@ TRAIN = "ILSVRC2012_img_train.tar"
 VAL = "ILSVRC2012_img_val.tar"
 MD5 = {TRAIN: "1d675b47d978889d74fa0da5fadfb00e", VAL: "29b22e2961454d5413ddabcf34fc5622"}  # torchvision's
 BLOCK = 512
+POOL_FROM = 64  # tars to index before a process pool pays: fewer are scanned faster here than a pool starts
 
 
 class TruncatedArchive(DataError):
@@ -185,7 +186,7 @@ def list_train(path: Path, classes: list[str], inner: list[Member], workers: int
     the tree would."""
     path = Path(path)
     groups, damaged, file = [], [], str(path)  # one string shared by every item's `where`
-    scans = ordered_map(partial(_scan_member, file), inner, workers, chunksize=4)
+    scans = ordered_map(partial(_scan_member, file), inner, workers if len(inner) >= POOL_FROM else 1, chunksize=4)
     with progress_bar(len(inner), f"indexing {path.name}", "class") as bar:
         for s, m in zip(scans, inner):  # scans first: zip then runs that generator to its end (pool closed)
             bar.update()

@@ -31,7 +31,7 @@ import click
 import numpy as np
 
 from shardkit import archives, imaging, inputs, sources
-from shardkit.stream import Spilled, read_spilled
+from shardkit.stream import Spilled, read_spilled, spill_complete
 from common.errors import ConfigError, DataError
 from common.files import full_disk_as_error, read_json, remove_stale_partials, write_json
 from shardkit.format import FORMAT_VERSION, MANIFEST, PackedSample, ShardWriter, file_sha256, index_path, \
@@ -279,6 +279,9 @@ def _convert(opts: Options, out: Path, t0: float) -> dict:
             s = listing.skipped[0]
             raise DataError(f"{_shown(opts, s['path'])}: {s['reason']} (--strict)")
         shards = plan_shards(split, listing.items, opts.shard_size, opts.seed)
+        if split in found.restream and _needs_pass(shards, opts, out):
+            listing = found.listings[split] = found.restream[split]()
+            shards = plan_shards(split, listing.items, opts.shard_size, opts.seed)
         entry, converted[split] = convert_split(shards, opts, state)
         if not entry["samples"]:
             raise _no_images(found.origins[split], split, listing, entry)
@@ -302,6 +305,16 @@ def _convert(opts: Options, out: Path, t0: float) -> dict:
                    "again" + (": " + ", ".join(state.remade) if state.remade else ""))
     report(manifest, list(found.listings), dt, n_converted, removed, indexed)
     return manifest
+
+
+def _needs_pass(shards: list[Shard], opts: Options, out: Path) -> bool:
+    """Whether a streamed split whose listing was reused must be read again: some shard is still to write and
+    the spill it would be cut from is gone (deleted once the split was done, or never whole)."""
+    spilled = [(None, it.where) for s in shards for it in s.items if isinstance(it.where, Spilled)]
+    if spill_complete(spilled):
+        return False
+    state = ShardState(out)
+    return any(state.done(s, s.fingerprint(opts)) is None for s in shards)
 
 
 def new_manifest(opts: Options, found: inputs.Inputs, previous: dict) -> dict:

@@ -137,7 +137,7 @@ def parquet_members(files: list[Path], reading: Reading) -> Iterator[Member]:
                 from None
 
 
-def listing(spilled: list[tuple[Member, Spilled]], classes: list[str], reading: Reading,
+def listing(spilled: list[tuple[Member, Spilled]], classes: list[str], skipped: list[dict], ignored: int,
             source: str) -> sources.Listing:
     """Items of a streamed split: label = place of the name's wnid among the train classes."""
     index = {w: i for i, w in enumerate(classes)}
@@ -146,4 +146,4 @@ def listing(spilled: list[tuple[Member, Spilled]], classes: list[str], reading: 
         raise sources.SourceError(f"{source}: class {missing[0]} is not one of the {len(classes)} train classes "
                                   f"({len(missing)} such); do the train and val files belong together?")
     items = [sources.Item(m.shown, index[m.wnid], sources.sample_key(m.name), s, m.name) for m, s in spilled]
-    return sources.Listing(items, list(reading.skipped), reading.ignored)
+    return sources.Listing(items, list(skipped), ignored)

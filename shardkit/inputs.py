@@ -39,6 +39,7 @@ class Inputs:
     how: list[str] = field(default_factory=list)     # how streamed splits were read, for the summary
     spills: dict[str, Path] = field(default_factory=dict)  # split -> its spill file (streamed layouts)
     notes: list[str] = field(default_factory=list)
+    restream: dict = field(default_factory=dict)  # split -> () -> its listing from a new streaming pass
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ def resolve(src: str | None = None, *, splits: tuple[str, ...], train_archive: s
     own = _own_names(src_dir, found)
     return Inputs(reading.classes, listings, {s: reading.origins[s] for s in splits},
                   _class_names(reading.classes, own, reading.kit, src_dir), reading.index_seconds,
-                  reading.archives, found.name if found else "official", reading.how, reading.spills, reading.notes)
+                  reading.archives, found.name if found else "official", reading.how, reading.spills, reading.notes,
+                  reading.restream)
 
 
 def _own_names(src: Path | None, found: layouts.Layout | None) -> tuple[dict[str, str], str] | None:
@@ -103,6 +105,7 @@ class _Reading:
                       for s in SPLIT_ORDER}
         self.classes: list[str] | None = None
         self.listings, self.origins, self.how, self.spills, self.notes = {}, {}, [], {}, []
+        self.restream: dict = {}  # split -> a new streaming pass, for a reused listing whose spill is gone
         self.archives: list[str] = []
         self.index_seconds = 0.0
         self._official_inner = None
@@ -171,25 +174,41 @@ class _Reading:
                               "their .json; labelled by that class")
         return listing
 
-    def _hf(self, split: str) -> sources.Listing:
+    def _hf(self, split: str, reuse: bool = True) -> sources.Listing:
+        """A Hugging Face split: the listing of the last pass over the same files, or a new streaming pass."""
         files = self.files[split]
+        spill = self.streaming.spill_dir / f"{split}.spill"
+        record = spill.with_suffix(".listing.json")
+        stamp = stream.stamp(files, self.streaming.size, self.streaming.quality)
+        saved = stream.load_listing(record, stamp) if reuse else None
+        if saved is None:
+            saved = self._stream(split, files, spill, record, stamp)
+        else:
+            self.how.append(f"{split}: the listing of the last streaming pass reused (the files are unchanged)")
+            self.restream[split] = lambda: sources.canonical(split, self._hf(split, reuse=False))
+        spilled, skipped, ignored = saved
+        self.spills[split] = spill
+        if self.classes is None:
+            self.classes = sorted({m.wnid for m, _ in spilled})
+        return hf.listing(spilled, self.classes, skipped, ignored, str(files[0].parent))
+
+    def _stream(self, split: str, files: list[Path], spill: Path, record: Path, stamp: list) -> tuple:
+        record.unlink(missing_ok=True)  # a pass cut short must not leave the record of an older spill
         order = list(hf.read_classes(self.src / hf.CLASSES)) if (self.src / hf.CLASSES).is_file() else None
         reading = hf.Reading(order)
         parquet = self.kinds[split] == "hf-parquet"
         members = (hf.parquet_members if parquet else hf.tar_members)(files, reading)
-        total = hf.parquet_rows(files) if parquet else 0
-        spill = self.streaming.spill_dir / f"{split}.spill"
-        step = stream.Pass(f"{split}: {len(files)} {'parquet file' if parquet else 'gzip tar'}{'s' * (len(files) > 1)}")
+        what = f"{len(files)} {'parquet file' if parquet else 'gzip tar'}{'s' * (len(files) > 1)}"
+        step = stream.Pass(f"{split}: {what}")
         spilled = stream.convert_stream(members, spill, size=self.streaming.size, quality=self.streaming.quality,
-                                        workers=self.workers, total=total, desc=split)
-        self.spills[split] = spill
+                                        workers=self.workers, total=hf.parquet_rows(files) if parquet else 0,
+                                        desc=split)
         self.how.append(step.done(len(spilled)))
-        if self.classes is None:
-            self.classes = sorted({m.wnid for m, _ in spilled})
         if reading.label_mismatches:
             self.notes.append(f"{split}: {reading.label_mismatches} rows' label column differs from the place of "
                               f"their wnid in {hf.CLASSES}; labelled by the wnid in their name")
-        return hf.listing(spilled, self.classes, reading, str(files[0].parent))
+        stream.save_listing(record, stamp, spilled, reading.skipped, reading.ignored)
+        return spilled, reading.skipped, reading.ignored
 
 
 def _class_names(classes: list[str], own: tuple[dict[str, str], str] | None, kit: devkit_files.Devkit | None,

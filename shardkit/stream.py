@@ -11,6 +11,11 @@ spill file beside the shards. Once the split's listing is complete it is put in 
 any other (shardkit.sources.canonical) and the shards are cut from the spill file
 (shardkit.convert.convert_item reads a Spilled item back instead of converting it); then the spill is deleted.
 Temporary disk space: about the size of the split's shards.
+
+The listing of a finished pass is saved beside the spill (`<split>.listing.json`, with the files' sizes and
+mtimes): a re-run with the same files and options reuses it, so finished shards are kept without reading the
+archives again; a re-run after an interruption cuts the remaining shards from the spill if it is whole, and
+only reads the archives again when a shard still to write needs a spill that is gone.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
+from common.errors import DataError
+from common.files import read_json, write_json
 from common.parallel import ordered_map
 from common.progress import progress_bar
 from shardkit import imaging
@@ -89,3 +96,39 @@ class Pass:
     def done(self, images: int) -> str:
         return f"{self.what} read in one streaming pass ({images} images converted while read, " \
                f"{time.perf_counter() - self.t0:.1f} s)"
+
+
+def stamp(files: list[Path], size: int, quality: int) -> list:
+    """What a pass's listing depends on: each file's name, size and mtime, and the conversion options."""
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files] + [size, quality]
+
+
+def save_listing(record: Path, stamp_: list, spilled: list[tuple[Member, Spilled]], skipped: list[dict],
+                 ignored: int) -> None:
+    """The listing of a finished pass, so that a re-run with the same files need not read them again."""
+    rows = [[m.shown, m.name, m.wnid, s.offset, s.size, s.reason] for m, s in spilled]
+    write_json(record, {"stamp": stamp_, "spill": spilled[0][1].file if spilled else "", "items": rows,
+                        "skipped": skipped, "ignored": ignored})
+
+
+def load_listing(record: Path, stamp_: list) -> tuple[list[tuple[Member, Spilled]], list[dict], int] | None:
+    """The saved listing if it was made from these files with these options, else None. Its Spilled items
+    point into a spill file that is deleted once the split's shards are written: `spill_complete` says."""
+    try:
+        saved = read_json(record, "streamed listing")
+    except DataError:
+        return None
+    if saved.get("stamp") != stamp_:
+        return None
+    spilled = [(Member(shown, name, wnid, b""), Spilled(saved["spill"], offset, size, reason))
+               for shown, name, wnid, offset, size, reason in saved["items"]]
+    return spilled, saved["skipped"], saved["ignored"]
+
+
+def spill_complete(spilled: list[tuple[Member, Spilled]]) -> bool:
+    """Whether the spill file still holds every converted image of the listing."""
+    if not spilled:
+        return True
+    path = Path(spilled[0][1].file)
+    end = max(s.offset + s.size for _, s in spilled)
+    return path.is_file() and path.stat().st_size >= end

@@ -81,7 +81,8 @@ def scan_tar(path: str) -> tuple[list[Sample], str | None]:
 def list_split(files: list[Path], workers: int, desc: str) -> tuple[list[Sample], list[dict]]:
     """Every sample of a split's tars (indexed in `workers` processes), and the tars that end early."""
     samples, damaged = [], []
-    scans = ordered_map(scan_tar, [str(p) for p in files], workers, chunksize=1)
+    scans = ordered_map(scan_tar, [str(p) for p in files], workers if len(files) >= archives.POOL_FROM else 1,
+                        chunksize=1)
     with progress_bar(len(files), f"indexing {desc}", "tar") as bar:
         for (found, cut), path in zip(scans, files):
             bar.update()

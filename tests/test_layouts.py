@@ -21,7 +21,7 @@ from shardkit.demo_archives import pack_hf, pack_official, pack_timm
 from shardkit.demo_data import make_demo
 from shardkit.format import MANIFEST, PCA, index_path
 from shardkit.sources import SourceError
-from tests.conftest import REPO, convert, demo_val_wnids, iter_shard, read_manifest
+from tests.conftest import REPO, convert, demo_val_wnids, interrupted_convert, iter_shard, read_manifest
 
 LAYOUTS = ("official", "flat-devkit", "class-folders", "kaggle", "hf-parquet", "hf-tar", "timm-wds")
 BROKEN = 4  # the demo's empty, truncated and garbage train files and its truncated val file
@@ -292,3 +292,39 @@ def test_make_shards_will_not_leave_an_older_split_beside_a_new_one(converted, l
         convert(layouts["tree"], out, splits=("val",), shard_size=7)
     manifest = convert(layouts["tree"], out, shard_size=7)  # every split re-made: one version again
     assert manifest["format"] == 2 and open_dataset(out).split("train").tars
+
+
+# ---------------------------------------------------------------- re-runs of a streamed layout
+def _no_reading(*args, **kwargs):
+    raise AssertionError("the archives were read again")
+
+
+def test_a_rerun_of_a_streamed_layout_keeps_its_shards_without_reading_the_files(layouts, converted, tmp_path,
+                                                                                 monkeypatch, capsys):
+    out = tmp_path / "o"
+    first = convert(layouts["hf-tar"], out, shard_size=7)
+    assert not list((out / ".make_shards").glob("*.spill"))  # deleted once the split's shards were written
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
+    monkeypatch.setattr(hf, "tar_members", _no_reading)
+    again = convert(layouts["hf-tar"], out, shard_size=7)
+    assert again["splits"] == first["splits"] and {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")} == stamps
+    assert "listing of the last streaming pass reused" in capsys.readouterr().out
+
+
+def test_a_streamed_split_missing_a_shard_is_read_again(layouts, converted, tmp_path, capsys):
+    out = tmp_path / "o"
+    first = convert(layouts["hf-parquet"], out, shard_size=7)
+    (out / "train-000001.tar").unlink()
+    again = convert(layouts["hf-parquet"], out, shard_size=7)
+    assert again["splits"]["train"]["shard_sha256"] == first["splits"]["train"]["shard_sha256"]
+    assert "train: 2 parquet files read in one streaming pass" in capsys.readouterr().out
+
+
+def test_an_interrupted_streamed_conversion_resumes_from_its_spill(layouts, converted, tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    interrupted_convert(layouts["hf-tar"], out, monkeypatch, at=10, shard_size=7)  # dies in the second shard
+    assert (out / ".make_shards" / "train.spill").is_file()  # both splits are read before any shard is written
+    monkeypatch.setattr(hf, "tar_members", _no_reading)  # so both spills are whole: nothing is read again
+    resumed = convert(layouts["hf-tar"], out, shard_size=7)
+    tree = converted("tree", 1)[1]
+    assert all(resumed["splits"][s]["shard_sha256"] == tree["splits"][s]["shard_sha256"] for s in ("train", "val"))
