@@ -4,9 +4,10 @@ The library behind tools/make_shards.py: `convert(Options(...))` does the whole 
 Every image: shorter side resized to `size` (antialiased), central size x size cut out, saved as a baseline
 RGB JPEG (`<key>.jpg`) with its class index as ASCII (`<key>.cls`). Each split is put in the canonical order
 (shardkit.sources.canonical: by label and key, whatever the layout); train is then shuffled globally by `seed`
-before being cut into shards of `shard_size`; val keeps the canonical order. Worker processes convert, this process writes,
-in order, so the bytes do not depend on `workers`. A shard is written under a temporary name and renamed
-when complete, with a state file under OUT/.make_shards/; a re-run keeps finished shards and does the rest.
+before being cut into shards of `shard_size`; val keeps the canonical order. Worker processes convert, this
+process writes, in order, so the bytes do not depend on `workers`. A shard is written under a temporary name
+and renamed when complete, with a state file under OUT/.make_shards/; a re-run keeps finished shards and does
+the rest.
 Files that cannot be decoded are skipped and listed in the manifest (fatal with `strict`).
 
 The source is any layout shardkit.layouts recognizes (a tree, Kaggle's, the official archives, Hugging Face's

@@ -112,8 +112,9 @@ def _hf_name(name: str, wnid: str) -> str:
 
 def classes_py(classes: list[str], words: dict[str, str]) -> bytes:
     """classes.py as Hugging Face's ILSVRC/imagenet-1k ships it: an OrderedDict wnid -> words, in label order."""
-    rows = "".join(f'        "{w}": {words.get(w, w)!r},\n' for w in classes)
-    return f"from collections import OrderedDict\n\nIMAGENET2012_CLASSES = OrderedDict(\n    {{\n{rows}    }}\n)\n".encode()
+    rows = "".join(f"        {w!r}: {words.get(w, w)!r},\n" for w in classes)
+    head = "from collections import OrderedDict\n\nIMAGENET2012_CLASSES = OrderedDict(\n    {\n"
+    return (head + rows + "    }\n)\n").encode()
 
 
 def pack_hf(src: Path, out: Path, val_wnids: dict[str, str], words: dict[str, str] | None = None,
@@ -128,7 +129,8 @@ def pack_hf(src: Path, out: Path, val_wnids: dict[str, str], words: dict[str, st
     (out / "classes.py").write_bytes(classes_py(classes, words or {}))
     (out / "README.md").write_text("demo copy of ILSVRC/imagenet-1k\n")
     label = {w: i for i, w in enumerate(classes)}
-    splits = {s: [(_hf_name(n, w), label[w], data) for n, w, data in rows] for s, rows in _images(src, val_wnids).items()}
+    splits = {s: [(_hf_name(n, w), label[w], data) for n, w, data in rows]
+              for s, rows in _images(src, val_wnids).items()}
     splits["test"] = [("ILSVRC2012_test_00000001.JPEG", -1, splits["train"][0][2])]
     for split, rows in splits.items():
         name = {"val": "validation"}.get(split, split)

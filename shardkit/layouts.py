@@ -193,7 +193,8 @@ def _check_whole(src: Path, layout: Layout, needed: tuple[str, ...]) -> None:
         if missing:
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise sources.SourceError(f"{src}: {layout.title}, incomplete: {split} files missing: "
-                                      f"{', '.join(missing[:5])}{more}; download them (expected {EXPECTED[layout.name]})")
+                                      f"{', '.join(missing[:5])}{more}; download them "
+                                      f"(expected {EXPECTED[layout.name]})")
 
 
 def _ignored(src: Path, used: set[str]) -> list[str]:
