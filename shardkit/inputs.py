@@ -35,7 +35,6 @@ class Inputs:
     class_names: list[str] | None = None     # words of each class, in label order
     index_seconds: float = 0.0               # time spent reading archive headers
     archives: list[str] = field(default_factory=list)
-    layout: str = "official"                 # shardkit.layouts name, or "official" for named archives
     how: list[str] = field(default_factory=list)     # how streamed splits were read, for the summary
     spills: dict[str, Path] = field(default_factory=dict)  # split -> its spill file (streamed layouts)
     notes: list[str] = field(default_factory=list)
@@ -84,8 +83,7 @@ def resolve(src: str | None = None, *, splits: tuple[str, ...], train_archive: s
     own = _own_names(src_dir, found)
     return Inputs(reading.classes, listings, {s: reading.origins[s] for s in splits},
                   _class_names(reading.classes, own, reading.kit, src_dir), reading.index_seconds,
-                  reading.archives, found.name if found else "official", reading.how, reading.spills, reading.notes,
-                  reading.restream)
+                  reading.archives, reading.how, reading.spills, reading.notes, reading.restream)
 
 
 def _own_names(src: Path | None, found: layouts.Layout | None) -> tuple[dict[str, str], str] | None:

@@ -13,11 +13,14 @@ and their ratios, as a table and as JSON. With --sources the same images are als
 (shardkit.demo_archives: the official ILSVRC2012_img_train.tar, Hugging Face's parquet files or gzip tars,
 timm's WebDataset tars) and make_shards converts each, its indexing or streaming pass included in its time;
 "vs tree" is its rate over the tree's at the same worker count. Rounds interleave every contender
-(common.timing.best_of), so a noisy moment on a shared machine hits them alike. --archive = --sources official.
+(common.timing.best_of), so a noisy moment on a shared machine hits them alike; "CPU ms/image" (the least over
+the rounds, this process and its worker pools) is the figure other users' load moves least.
+--archive = --sources official.
 """
 from __future__ import annotations
 
 import io
+import resource
 import shutil
 import tempfile
 from functools import partial
@@ -68,6 +71,20 @@ def _timed(fn) -> float:
     return time_calls(fn).seconds
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (make_shards' worker pools)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _cpu_counted(fn, spent: list[float]) -> None:
+    """fn(), its CPU seconds appended to `spent`: on a shared machine CPU per image moves far less than the
+    wall clock, which other users' load stretches."""
+    c0 = _cpu_seconds()
+    fn()
+    spent.append(_cpu_seconds() - c0)
+
+
 @click.command(context_settings=cli.CONTEXT)
 @click.option("--src", type=click.Path(path_type=Path), help="An ImageNet tree to use instead of generated images.")
 @click.option("--images", default=1200, show_default=True, type=click.IntRange(10), help="Generated images.")
@@ -96,9 +113,11 @@ def main(src, images, workers, quality, shard_size, repeat, layouts, archive, js
         if unknown:
             raise click.BadParameter(f"unknown layout(s) {unknown}; use {', '.join(PACKERS)}", param_hint="--sources")
         runs = contenders(src, tmp, [int(x) for x in workers.split(",")], quality, shard_size, dict.fromkeys(chosen))
-        best = best_of([partial(time_calls, fn) for *_, fn in runs], repeat)
-        results = [{"converter": name, "workers": w, "images_per_s": n / t.seconds}
-                   for (name, w, _), t in zip(runs, best)]
+        cpu: list[list[float]] = [[] for _ in runs]
+        best = best_of([partial(time_calls, partial(_cpu_counted, fn, spent)) for (*_, fn), spent in zip(runs, cpu)],
+                       repeat)
+        results = [{"converter": name, "workers": w, "images_per_s": n / t.seconds,
+                    "cpu_ms_per_image": 1e3 * min(spent) / n} for (name, w, _), t, spent in zip(runs, best, cpu)]
         print_table(results)
         if json_path:
             write_json(json_path, {"images": n, "results": results})
@@ -136,17 +155,20 @@ def print_table(results: list[dict]) -> None:
     and the archive's against the tree at the same worker count."""
     base = results[0]["images_per_s"]
     one = next((r["images_per_s"] for r in results if r["converter"] == "make_shards" and r["workers"] == 1), None)
-    tree = {r["workers"]: r["images_per_s"] for r in results if r["converter"] == "make_shards"}
-    click.echo("\n| converter | workers | images/s | vs naive | vs make_shards 1 worker | vs tree |\n"
-               "|---|---|---|---|---|---|")
+    tree = {r["workers"]: r for r in results if r["converter"] == "make_shards"}
+    click.echo("\n| converter | workers | images/s | vs naive | vs make_shards 1 worker | vs tree | CPU ms/image "
+               "| CPU vs tree |\n|---|---|---|---|---|---|---|---|")
     for r in results:
         r["vs_naive"] = r["images_per_s"] / base
         r["vs_one_worker"] = r["images_per_s"] / one if one and r["converter"] == "make_shards" else None
-        r["vs_tree"] = r["images_per_s"] / tree[r["workers"]] if " from " in r["converter"] else None
+        from_layout = " from " in r["converter"]
+        r["vs_tree"] = r["images_per_s"] / tree[r["workers"]]["images_per_s"] if from_layout else None
+        r["cpu_vs_tree"] = r["cpu_ms_per_image"] / tree[r["workers"]]["cpu_ms_per_image"] if from_layout else None
         scale = f"{r['vs_one_worker']:.2f}x" if r["vs_one_worker"] else "-"
         vs_tree = f"{r['vs_tree']:.2f}x" if r["vs_tree"] else "-"
+        cpu_vs = f"{r['cpu_vs_tree']:.2f}x" if r["cpu_vs_tree"] else "-"
         click.echo(f"| {r['converter']} | {r['workers']} | {r['images_per_s']:.0f} | {r['vs_naive']:.2f}x | {scale} "
-                   f"| {vs_tree} |")
+                   f"| {vs_tree} | {r['cpu_ms_per_image']:.2f} | {cpu_vs} |")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ default = partial(cli.default, Options)
 @click.option("--verify", is_flag=True, help="Re-hash finished shards; re-make those whose size or SHA-256 changed.")
 def main(src, layout, train_archive, val_archive, devkit, out, splits, size, quality, shard_size, workers, seed,
          val_labels, strict, verify):
-    """Convert ImageNet (a tree or the official archives) to 256x256 WebDataset shards (see docs/FORMAT.md)."""
+    """Convert ImageNet, held in any layout of docs/sources.md, to 256x256 WebDataset shards (docs/FORMAT.md)."""
     opts = Options(src=src and str(src), train_archive=train_archive and str(train_archive),
                    val_archive=val_archive and str(val_archive), devkit=devkit and str(devkit), out=str(out),
                    splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
