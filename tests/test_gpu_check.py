@@ -42,14 +42,20 @@ def test_quick_cpu_run_passes_every_section(out):
     assert {r["backend"] for r in rows} == {"dali", "reference", "decode-only"}
     for row in rows:
         assert set(row) >= {"backend", "decoder", "hw_decoder_load", "batch_size", "images_per_s", "gpu_mem_mb"}
-        assert row["images_per_s"] > 0
+        assert row["images"] > 0 and row["images_per_s"] == pytest.approx(row["images"] / row["seconds"])
+        if "batches" in row:  # the loaders: whole batches of the asked size were counted, nothing else
+            assert row["images"] == row["batches"] * row["batch_size"]
+    assert sum(r["images"] for r in rows if r["backend"] == "decode-only") == report["data"]["train_images_timed_set"] \
+        or rows[-1]["seconds"] >= report["plan"]["loader_seconds"]  # every image decoded, unless time ran out
     t = report["train"]
     assert {"synthetic_images_per_s", "real_images_per_s", "vs_synthetic", "data_wait"} <= set(t)
     assert {(r["input"], r["channels_last"], r["compile"]) for r in t["results"]} == {
         ("synthetic", True, False), ("dali", True, False), ("synthetic", False, False),
         ("synthetic", True, True), ("dali", True, True)}
     d = report["ddp"]
-    assert d["ranks_weights_equal"] is True and d["one_rank_smoke"]["ok"] is True and d["images_per_s"] > 0
+    assert d["ranks_weights_equal"] is True and d["one_rank_smoke"]["ok"] is True
+    # two ranks of batch_size_per_rank images per step, at the slower rank's ms per step
+    assert d["images_per_s"] == pytest.approx(2 * d["batch_size_per_rank"] * 1000 / d["step_ms"])
     md = (out / "gpu_report.md").read_text()
     assert "| correctness | ok |" in md and "## loader" in md and "## train" in md and "## ddp" in md
 

@@ -130,7 +130,8 @@ def loader_section(shards: Path, device: torch.device, workers: int, batch_size:
         t = time_loader(loader, device, batches=batches, warmup=warmup, seconds=seconds)
         mem = (free0 - torch.cuda.mem_get_info()[0]) / 2**20 if gpu else None  # while the loader is alive
         rows.append({"backend": backend, "decoder": decoder, "hw_decoder_load": hw, "batch_size": batch_size,
-                     "images_per_s": t.per_s, "gpu_mem_mb": mem, "batches": t.steps})
+                     "images_per_s": t.per_s, "gpu_mem_mb": mem, "batches": t.steps, "images": t.items,
+                     "seconds": t.seconds})
 
     for hw in (0.0, 0.65, 1.0) if gpu else (None,):
         for roi in (True, False):
@@ -144,6 +145,7 @@ def loader_section(shards: Path, device: torch.device, workers: int, batch_size:
     deadline.stop_if_over("reference loader")
     t = decode_rate(spec.tars, decode_chunk, workers, seconds)
     rows.append({"backend": "decode-only", "decoder": f"opencv, {workers} processes", "hw_decoder_load": None,
-                 "batch_size": batch_size, "images_per_s": t.per_s, "gpu_mem_mb": None})
+                 "batch_size": batch_size, "images_per_s": t.per_s, "gpu_mem_mb": None, "images": t.items,
+                 "seconds": t.seconds})
     best = max((r for r in rows if r["backend"] == "dali"), key=lambda r: r["images_per_s"])
     result["best_dali"] = {k: best[k] for k in ("decoder", "hw_decoder_load", "images_per_s")}

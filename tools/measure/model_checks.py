@@ -188,6 +188,7 @@ def ddp_section(shards: Path, device: torch.device, batch_size: int, steps: int,
     result.update({"backend": "gloo", "world_size": 2, "batch_size_per_rank": batch_size, "steps": steps,
                    "ranks_weights_equal": ranks[0]["digest"] == ranks[1]["digest"],
                    "images_per_s": min(r["images_per_s"] for r in ranks),
+                   "step_ms": max(r["step_ms"] for r in ranks),
                    "data_wait": max(r["data_wait"] for r in ranks), "one_rank_smoke": smoke,
                    "warnings": sorted({w for r in ranks for w in r["warnings"]})[:10]})
     result["ok"] = result["ranks_weights_equal"] and smoke["ok"]
