@@ -39,11 +39,10 @@ class Sample(NamedTuple):
     position: int    # which sample of that tar
 
 
-def read_sample(f, spec: ShardSpec, shard: int, position: int) -> Sample:
-    """Sample `position` of tar `shard`, read by offset from that tar, open as `f`.
-    The one place where the reference loader reads shard bytes."""
-    i = int(spec.index.starts[shard]) + position
-    (jpg_off, jpg_size), (cls_off, cls_size) = spec.index.jpg[i], spec.index.cls[i]
+def read_sample(f, spec: ShardSpec, rows: np.ndarray, shard: int, position: int) -> Sample:
+    """Sample `position` of tar `shard`, read by offset from that tar, open as `f`, through `rows` (the split's
+    SampleIndex as numpy). The one place where the reference loader reads shard bytes."""
+    jpg_off, jpg_size, cls_off, cls_size = rows[int(spec.index.starts[shard]) + position]
     f.seek(jpg_off)
     jpg = f.read(jpg_size)
     f.seek(cls_off)
@@ -96,6 +95,7 @@ class _Sequence:
 
     def __init__(self, spec: ShardSpec, train: bool, seed: int, epoch: int):
         self.spec, self.train, self.seed, self.epoch = spec, train, seed, epoch
+        self.rows = spec.index.rows()
         self.order = np.arange(len(spec.tars))
         if train:
             self.order = np.random.default_rng([seed, epoch]).permutation(len(spec.tars))
@@ -125,7 +125,7 @@ class _Sequence:
             hi = min(end, int(self.starts[k + 1])) - int(self.starts[k])
             t = int(self.order[k])
             f = self._open(t)
-            out += [read_sample(f, self.spec, t, int(p)) for p in self._positions(t)[lo:hi]]
+            out += [read_sample(f, self.spec, self.rows, t, int(p)) for p in self._positions(t)[lo:hi]]
             begin += hi - lo
             k += 1
         return out

@@ -365,8 +365,8 @@ def test_reference_workers_read_each_sample_once_per_epoch(position_shards, monk
     from pipeline import reference
     reads = []
     real = reference.read_sample
-    monkeypatch.setattr(reference, "read_sample", lambda f, spec, shard, position: reads.append((shard, position))
-                        or real(f, spec, shard, position))
+    monkeypatch.setattr(reference, "read_sample", lambda f, spec, rows, shard, position:
+                        reads.append((shard, position)) or real(f, spec, rows, shard, position))
     ldr = loader(position_shards, split, 8, "torch", workers=0)
     stream = reference._ShardStream(ldr.spec, 8, train=ldr.train, augment=ldr.augment, rank=0, seed=0, epoch=0,
                                     start_batch=0, batches=len(ldr), share=ldr.share)

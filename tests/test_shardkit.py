@@ -11,7 +11,7 @@ import pytest
 from common import cli
 from common.errors import ConfigError, DataError
 from common.files import atomic_write, write_json
-from shardkit.format import INDEX_VERSION, load_pca, read_index, read_index_count
+from shardkit.format import INDEX_VERSION, load_pca, read_index, read_index_count, read_member_table
 from common.parallel import ordered_map
 from tests.conftest import flat_pca
 
@@ -169,6 +169,25 @@ def test_index_is_read_and_its_version_and_count_are_checked(tmp_path):
     idx.write_text(index_text(INDEX_VERSION, 3, ["a", "b"]))
     with pytest.raises(DataError, match=r"train-000000.idx: .*header says 3 samples, found 2"):
         read_index(idx)
+
+
+def test_member_table_fast_path_agrees_with_read_index_and_falls_back(tmp_path):
+    idx = tmp_path / "train-000000.idx"
+    idx.write_text(index_text(INDEX_VERSION, 3, ["a", "b", "c"]))
+    want = [[512 + 2048 * i, 10, 1536 + 2048 * i, 1] for i in range(3)]
+    assert read_member_table(idx).tolist() == want
+    # another member order (and a third member) goes through read_index: the same table
+    idx.write_text(f"{INDEX_VERSION} 1\ncls 1536 1 a.cls json 3000 5 a.json jpg 512 10 a.jpg\n")
+    assert read_member_table(idx).tolist() == [[512, 10, 1536, 1]]
+    idx.write_text(f"{INDEX_VERSION} 2\njpg 512 10 a.jpg cls 1536 1 a.cls\njpg 2560 10 b.jpg\n")
+    with pytest.raises(KeyError, match="b"):  # the caller names the shard
+        read_member_table(idx)
+    idx.write_text(f"{INDEX_VERSION} 1\njpg 512 ten a.jpg cls 1536 1 a.cls\n")
+    with pytest.raises(DataError, match="train-000000.idx: not a DALI webdataset index"):
+        read_member_table(idx)
+    idx.write_text(index_text(INDEX_VERSION, 3, ["a", "b"]))
+    with pytest.raises(DataError, match="header says 3 samples, found 2"):
+        read_member_table(idx)
 
 
 @pytest.mark.parametrize("field,value,shape", [("eigvec", [[1, 0], [0, 1], [0, 0]], r"\(3, 3\)"),

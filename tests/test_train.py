@@ -67,6 +67,22 @@ def test_loss_goes_down(train_shards, tmp_path):
     assert (info["variant"], info["lrn"], info["mean"], info["std"]) == ("paper", "paper", pca["mean"], pca["std"])
 
 
+def test_a_run_reads_each_index_once(train_shards, tmp_path, monkeypatch):
+    """setup, both loaders (in this process: workers=0), every epoch, the 10-crop test and the checkpoints'
+    metadata share one pipeline.Dataset: every .idx of the folder is parsed exactly once."""
+    from pipeline import dataset, spec
+    from shardkit import format
+    reads = []
+    real = dataset.read_member_table
+    monkeypatch.setattr(dataset, "read_member_table", lambda idx, *a: reads.append(idx.name) or real(idx, *a))
+    for module in (format, spec):  # the other reader of an index (sample keys for messages) is not used
+        monkeypatch.setattr(module, "read_index", lambda idx: pytest.fail(f"{idx} read a second way"))
+    summary = train(cfg(train_shards, tmp_path, name="once", backend="torch", workers=0, epochs=2, limit_train=32,
+                        limit_val=8, ten_crop_eval=True))
+    assert summary["epochs"] == 2 and "ten_crop_top1_err" in summary
+    assert sorted(reads) == sorted(p.name for p in train_shards.glob("*.idx"))
+
+
 def test_linear_scaling_and_warmup_in_the_loop(train_shards, tmp_path):
     """Batch 32 with linear scaling: base rate 0.04 * 32 / 128 = 0.01, reached step by step over one epoch
     (5 steps of 32 of the 160 images, 3 of them run), from zero since scaling lowered the rate."""
