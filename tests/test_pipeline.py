@@ -385,6 +385,22 @@ def test_reference_output_is_the_same_for_any_worker_count(position_shards):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+def test_reference_loader_in_a_small_dev_shm_prefetches_less_and_says_so(position_shards, monkeypatch):
+    """A container's small /dev/shm (injected: room for 1 train batch of 8) gives fewer workers and batches ahead,
+    one warning, the same batches; with room for none, no worker processes at all, instead of a Bus error."""
+    from common.parallel import IN_HAND, SHM_SHARE
+    from pipeline import reference
+    batch = 8 * 3 * CROP * CROP
+    expected = collect(loader(position_shards, "train", 8, "torch", workers=0, seed=2))
+    for batches, plan in ((1, (1, 1)), (0, (0, 0))):
+        monkeypatch.setattr(reference, "shared_memory_free", lambda: int((batches + IN_HAND) * batch / SHM_SHARE))
+        ldr = loader(position_shards, "train", 8, "torch", workers=2, seed=2)
+        with pytest.warns(RuntimeWarning, match=r"MB free, too little for 2 workers x 4 batches"):
+            got = collect(ldr)
+        assert (ldr.worker_plan["workers"], ldr.worker_plan["prefetch_factor"]) == plan, ldr.worker_plan
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
 def test_gpu_decoder_options_fit_256px_shards():
     from pipeline.dali import decoder_options
     gpu = decoder_options(True, 256, 0.5)

@@ -12,7 +12,7 @@ from common import cli
 from common.errors import ConfigError, DataError
 from common.files import atomic_write, write_json
 from shardkit.format import INDEX_VERSION, load_pca, read_index, read_index_count, read_member_table
-from common.parallel import ordered_map
+from common.parallel import IN_HAND, SHM_SHARE, fit_shared_memory, ordered_map, shared_memory_free
 from tests.conftest import flat_pca
 
 
@@ -58,6 +58,23 @@ def test_ordered_map_raises_the_workers_error_after_the_results_before_it(worker
         for r in ordered_map(fail_on_7, range(20), workers, chunksize=1, ahead=1):
             got.append(r)
     assert got == list(range(7))
+
+
+def test_shared_memory_sizing_keeps_what_fits_and_cuts_prefetch_before_workers():
+    mb = 2**20
+    room = lambda batches: int((batches + IN_HAND) * mb / SHM_SHARE)  # noqa: E731  free bytes that hold them
+    assert fit_shared_memory(16, 4, mb, room(64)) == (16, 4)          # all of it fits: as asked
+    assert fit_shared_memory(16, 4, mb, room(40)) == (16, 2)          # fewer batches ahead first
+    assert fit_shared_memory(16, 4, mb, room(16)) == (16, 1)
+    assert fit_shared_memory(16, 4, mb, room(5)) == (5, 1)            # then fewer workers
+    assert fit_shared_memory(16, 4, mb, room(70), processes=4) == (16, 1)  # 4 ranks share it: 18 batches each
+    assert fit_shared_memory(16, 4, mb, room(0)) == (0, 0)            # not one batch: no worker processes
+    # the case: 16 workers x 4 pinned batches of 38.5 MB in a container's 64 MB
+    assert fit_shared_memory(16, 4, 256 * 3 * 224 * 224, 64 * mb) == (0, 0)
+    assert fit_shared_memory(16, 4, mb, None) == (16, 4)              # unknown: as asked
+    assert fit_shared_memory(0, 4, mb, 0) == (0, 4)                   # no workers asked: nothing to fit
+    free = shared_memory_free()
+    assert free is None or free >= 0
 
 
 @click.command()
