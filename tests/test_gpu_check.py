@@ -30,6 +30,7 @@ def test_quick_cpu_run_passes_every_section(out):
     report = json.loads((out / "gpu_report.json").read_text())
     assert report["ok"] and report["quick"]
     assert report["provenance"]["torch"] and report["provenance"]["dali"] and report["provenance"]["device"] == "cpu"
+    assert report["provenance"]["start_method"] == "forkserver"  # its process pools never fork a CUDA process
     for section in ("correctness", "loader", "train", "ddp"):
         assert report[section]["status"] == "ok", report[section]
     c = report["correctness"]

@@ -20,6 +20,10 @@ def square(x: int) -> int:
     return x * x
 
 
+def parent(_) -> int:
+    return os.getppid()
+
+
 def fail_on_7(x: int) -> int:
     if x == 7:
         raise ValueError(f"item {x} is bad")
@@ -29,6 +33,13 @@ def fail_on_7(x: int) -> int:
 @pytest.mark.parametrize("workers", [1, 3])
 def test_ordered_map_keeps_input_order(workers):
     assert list(ordered_map(square, range(100), workers, chunksize=3, ahead=2)) == [x * x for x in range(100)]
+
+
+def test_ordered_map_starts_its_workers_the_way_it_is_asked():
+    """A fork server's workers are not this process's children: nothing of its CUDA context or DALI threads is
+    copied into them (measure.loader_speed.decode_rate, tools/gpu_check.py); the default forks this process."""
+    assert set(ordered_map(parent, range(4), 2, chunksize=1, start_method="forkserver")) != {os.getpid()}
+    assert set(ordered_map(parent, range(4), 2, chunksize=1)) == {os.getpid()}
 
 
 def test_ordered_map_reads_ahead_only_a_bounded_window():

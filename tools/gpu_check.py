@@ -19,6 +19,7 @@ Needs torch, numpy, pillow, opencv, click, tqdm, DALI and this repository on PYT
 """
 from __future__ import annotations
 
+import multiprocessing
 import signal
 import sys
 from pathlib import Path
@@ -40,6 +41,9 @@ from measure.gpu_report import SECTIONS, OutOfTime, run_sections
 @click.option("--sections", default=",".join(SECTIONS), show_default=True, help="Comma-separated subset to run.")
 def main(device, quick, out, budget, workers, sections):
     """Prove the GPU path in one run; report in OUT/gpu_report.{json,md}."""
+    # Every process pool of this process (the data build's converters, the decode ceiling) starts its workers
+    # from a fork server: this process holds a CUDA context and DALI's threads, which a fork copies mid-lock.
+    multiprocessing.set_start_method("forkserver", force=True)
     import torch
     only = tuple(s.strip() for s in sections.split(",") if s.strip())
     if unknown := [s for s in only if s not in SECTIONS]:

@@ -13,6 +13,7 @@ repeated by hard links so that timed windows span many batches.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -86,7 +87,7 @@ def provenance(device) -> dict:
 
     from model.run import versions
     out = {**versions(), "device": str(device), "numpy": numpy.__version__, "cpu_cores": available_cores(),
-           "cpu": platform.processor() or platform.machine()}
+           "cpu": platform.processor() or platform.machine(), "start_method": multiprocessing.get_start_method()}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         out.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
