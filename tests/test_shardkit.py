@@ -1,9 +1,11 @@
-"""shardkit's small shared pieces: ordered_map, the CLI error convention, atomic writes, index and pca.json checks."""
+"""shardkit's small shared pieces: ordered_map, shared-memory sizing, the timing clock, the CLI error convention,
+atomic writes, index and pca.json checks."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import time
 
 import click
 import pytest
@@ -12,6 +14,7 @@ from common import cli
 from common.errors import ConfigError, DataError
 from common.files import atomic_write, write_json
 from shardkit.format import INDEX_VERSION, load_pca, read_index, read_index_count, read_member_table
+from common.timing import Clock
 from common.parallel import IN_HAND, SHM_SHARE, fit_shared_memory, ordered_map, shared_memory_free
 from tests.conftest import flat_pca
 
@@ -86,6 +89,43 @@ def test_shared_memory_sizing_keeps_what_fits_and_cuts_prefetch_before_workers()
     assert fit_shared_memory(0, 4, mb, 0) == (0, 4)                   # no workers asked: nothing to fit
     free = shared_memory_free()
     assert free is None or free >= 0
+
+
+def slow_source(seconds: float, make=lambda: 1):
+    while True:
+        time.sleep(seconds)
+        yield make()
+
+
+def test_clock_counts_host_wait_apart_and_no_gpu_time_on_the_cpu():
+    clock = Clock(5, warmup=2, device="cpu")
+    source = slow_source(0.01)
+    for _ in clock:
+        clock.wait_for(source)
+        clock.count(2)
+    t = clock.result
+    assert (t.steps, t.items) == (5, 10) and 0.05 <= t.wait <= t.seconds and t.wait_fraction > 0.5
+    assert t.gpu_wait is None and t.gpu_wait_fraction is None
+
+
+@pytest.mark.gpu
+def test_clock_sees_the_device_time_of_the_input_that_host_time_misses():
+    """A source whose batch is GPU work queued on the stream (as DALI's hand-over is): next() returns at once,
+    the stream waits; the CUDA events around next() see it."""
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+
+    def queued():
+        torch.cuda._sleep(50_000_000)  # some 25 ms of GPU time, queued without a host wait
+        return torch.zeros(1, device="cuda")
+
+    clock = Clock(5, warmup=1, device=torch.device("cuda"))
+    source = slow_source(0, queued)
+    for _ in clock:
+        clock.wait_for(source)
+    t = clock.result
+    assert t.gpu_wait > 0.05 and t.gpu_wait > 10 * t.wait and t.gpu_wait_fraction > 0.5
 
 
 @click.command()

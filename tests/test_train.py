@@ -117,9 +117,10 @@ def torchrun(*args, **kw):
 
 
 def test_two_gloo_processes_keep_identical_weights(train_shards, tmp_path):
+    """... and --measure-synthetic times the model alone wrapped as the run's (DDP), like with like."""
     r = torchrun("--shards", str(train_shards), "--runs", str(tmp_path), "--name", "ddp", "--device", "cpu",
                  "--backend", "dali", "--batch-size", "16", "--max-steps", "4", "--log-every", "2",
-                 "--init", "kaiming", "--no-ten-crop-eval", timeout=600)
+                 "--init", "kaiming", "--no-ten-crop-eval", "--measure-synthetic", "1", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["ranks_weights_equal"] is True
@@ -127,6 +128,16 @@ def test_two_gloo_processes_keep_identical_weights(train_shards, tmp_path):
     assert summary["steps"] == 4
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert config["provenance"]["world_size"] == 2
+    synthetic = [m for m in read_metrics(tmp_path / "ddp" / "metrics.jsonl") if m["kind"] == "synthetic"]
+    assert len(synthetic) == 1 and synthetic[0]["ddp"] is True and synthetic[0]["compiled"] is False
+    assert summary["vs_synthetic"] > 0 and "data_wait_gpu" not in summary  # CPU: no device time to measure
+
+
+def test_synthetic_timing_names_the_wrapping_it_timed():
+    from model.synthetic import wrapping
+    m = torch.nn.Linear(2, 2)
+    assert wrapping(m) == {"ddp": False, "compiled": False}
+    assert wrapping(torch.compile(m, backend="eager")) == {"ddp": False, "compiled": True}  # compiles lazily
 
 
 def test_sigterm_writes_a_checkpoint_and_resume_finishes(train_shards, tmp_path):

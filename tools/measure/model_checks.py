@@ -35,21 +35,24 @@ def _model(classes: int, device: torch.device, channels_last: bool, compile_back
 
 def time_steps(net, opt, batches, device: torch.device, warmup: int, steps: int, autocast,
                channels_last: bool) -> dict:
-    """images/s and per-step split (time blocked on the input vs the rest) over `steps` after `warmup`."""
+    """images/s and per-step split (time blocked on the input vs the rest) over `steps` after `warmup`: host
+    time in next() (data_wait) and, on CUDA, the stream's time at the hand-over (data_wait_gpu; None on CPU)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    clock = Clock(steps, warmup=warmup, sync=synchronizer(device))
+    clock = Clock(steps, warmup=warmup, device=device)
     for _ in clock:
         x, y = clock.wait_for(batches)
         train_step(net, opt, x.contiguous(memory_format=fmt), y, autocast)
         clock.count(len(x))
     t = clock.result
     return {"images_per_s": t.per_s, "step_ms": t.step_ms, "data_wait": t.wait_fraction,
-            "data_wait_ms_per_step": 1000 * t.wait / t.steps, "steps": t.steps}
+            "data_wait_ms_per_step": 1000 * t.wait / t.steps, "data_wait_gpu": t.gpu_wait_fraction,
+            "steps": t.steps}
 
 
 def train_section(shards: Path, device: torch.device, workers: int, batch_size: int, steps: int, warmup: int,
                   compile_backend: str, compile_reserve: float, result: dict, deadline) -> None:
-    """Model alone on random tensors vs the same model on DALI batches; channels_last and compile on and off."""
+    """Model alone on random tensors vs the same model on DALI batches; channels_last and compile on and off.
+    Like with like: each real-data row is divided by the synthetic row of the same net (layout, compile)."""
     gpu = device.type == "cuda"
     torch.backends.cudnn.benchmark = gpu  # every shape is fixed
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if gpu else nullcontext()
@@ -67,13 +70,7 @@ def train_section(shards: Path, device: torch.device, workers: int, batch_size: 
         for source in ("synthetic", "dali") if channels_last else ("synthetic",):
             rows.append(_row(net, opt, source, channels_last, False, x, y, real, device, warmup, steps, autocast))
             deadline.stop_if_over(f"train {source}, channels_last={channels_last}")
-    main = {r["input"]: r for r in rows if r["channels_last"]}  # model.train's default: channels_last, eager
-    result.update({"synthetic_images_per_s": main["synthetic"]["images_per_s"],
-                   "real_images_per_s": main["dali"]["images_per_s"],
-                   "vs_synthetic": main["dali"]["images_per_s"] / main["synthetic"]["images_per_s"],
-                   "data_wait": main["dali"]["data_wait"],
-                   "step_ms": {"synthetic": main["synthetic"]["step_ms"], "dali": main["dali"]["step_ms"],
-                               "dali_data_wait": main["dali"]["data_wait_ms_per_step"]}})
+    result.update(vs_synthetic_of(rows, compiled=False))  # model.train's default: channels_last, eager
     if deadline.left() < compile_reserve:
         result["compile"] = f"skipped: {deadline.left():.0f} s left, under the {compile_reserve:.0f} s a compile needs"
         return
@@ -82,8 +79,21 @@ def train_section(shards: Path, device: torch.device, workers: int, batch_size: 
         for source in ("synthetic", "dali"):
             rows.append(_row(net, opt, source, True, True, x, y, real, device, warmup, steps, autocast))
             deadline.stop_if_over(f"train {source}, compiled")
+        result["compiled"] = vs_synthetic_of(rows, compiled=True)
     except RuntimeError as e:  # e.g. no Triton for inductor: the eager figures above stand, the report says why
         result["compile"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def vs_synthetic_of(rows: list[dict], compiled: bool) -> dict:
+    """The real-data row over the synthetic row of the same net (channels_last, `compiled`): images/s ratio,
+    data-wait (host, and GPU time at the hand-over), ms per step."""
+    pair = {r["input"]: r for r in rows if r["channels_last"] and r["compile"] == compiled}
+    syn, dali = pair["synthetic"], pair["dali"]
+    return {"synthetic_images_per_s": syn["images_per_s"], "real_images_per_s": dali["images_per_s"],
+            "vs_synthetic": dali["images_per_s"] / syn["images_per_s"], "data_wait": dali["data_wait"],
+            "data_wait_gpu": dali["data_wait_gpu"],
+            "step_ms": {"synthetic": syn["step_ms"], "dali": dali["step_ms"],
+                        "dali_data_wait": dali["data_wait_ms_per_step"]}}
 
 
 def _row(net, opt, source, channels_last, compiled, x, y, real, device, warmup, steps, autocast) -> dict:
