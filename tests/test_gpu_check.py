@@ -18,9 +18,11 @@ pytestmark = pytest.mark.slow
 
 
 def run_check(out, *args, timeout=600):
+    """--out relative, as make gpu-check gives it (the DDP ranks' rendezvous once failed on that)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "tools/gpu_check.py", "--device", "cpu", "--quick", "--out", str(out),
-                           *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "tools/gpu_check.py", "--device", "cpu", "--quick", "--out",
+                           os.path.relpath(out, REPO), *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +151,27 @@ def test_cuda_without_cuda_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "tools/gpu_check.py", "--device", "cuda", "--out", str(tmp_path)], cwd=REPO,
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no CUDA device" in r.stderr
+
+
+def test_the_device_script_reassembles_carried_wheels_and_looks_at_the_machine(tmp_path):
+    """tools/gpu_session.sh preflight: wheel parts joined byte for byte, unpacked where pip refuses them (this
+    stand-in has no .dist-info), /dev/shm's size and the imports the check needs reported in OUT."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("fakepkg_xyz/__init__.py", "VALUE = 42\n" + "#\n" * 50_000)
+    wheel, wheels, out = buf.getvalue(), tmp_path / "whl", tmp_path / "out"
+    wheels.mkdir()
+    name = "fakepkg_xyz-0.1-py3-none-any.whl"
+    (wheels / f"{name}.part-aa").write_bytes(wheel[:40_000])
+    (wheels / f"{name}.part-ab").write_bytes(wheel[40_000:])
+    r = subprocess.run(["bash", "tools/gpu_session.sh", "preflight"], cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, "PYTHON": sys.executable, "WHEELS": str(wheels), "OUT": str(out)},
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert (wheels / name).read_bytes() == wheel
+    assert (wheels / "site" / "fakepkg_xyz" / "__init__.py").is_file()
+    assert "/dev/shm" in (out / "shm.txt").read_text()
+    assert "preflight: all imports there" in (out / "preflight.txt").read_text()
+    assert "reassembled" in (out / "session.log").read_text()

@@ -55,6 +55,7 @@ def main(device, quick, out, budget, workers, sections):
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda, but torch sees no CUDA device; use --device cpu or a CUDA build of torch")
     dev = torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else torch.device("cpu")
+    out = out.resolve()  # the DDP ranks meet at a file:// URL, which a relative path is not
     out.mkdir(parents=True, exist_ok=True)
 
     def hard_stop(signum, frame):  # a section stuck in one long call: end it shortly after the budget
