@@ -1,4 +1,4 @@
-"""The GPU path proven in one short run: correctness, loader speed, training speed, DDP.
+"""The GPU path proven in one short run: correctness, loader speed, training speed, DDP, model.train itself.
 
     python tools/gpu_check.py                          # on one GPU, within --budget seconds (default 480)
     python tools/gpu_check.py --device cpu --quick     # the same sections on the CPU, in well under a minute
@@ -11,14 +11,15 @@ A thin command over measure.gpu_report; docs/gpu.md says what each figure means.
   correctness  DALI on the GPU vs DALI on the CPU vs the reference loader on position-coded images: crop
                offsets, flips, labels, pixels; val exactly once over 2 ranks; 10-crop; mid-epoch resume
   loader       the DALI train pipeline per decoder setting (hw_decoder_load, window vs full decode), the
-               reference loader, plain decoding on all cores; GPU memory per loader
+               reference loader, plain decoding on all cores; GPU memory per loader; which decoder did the work
   train        AlexNet (bf16 on GPU) on random tensors vs on DALI batches; channels_last and compile on/off
   ddp          two gloo ranks on the one device (weights identical after); a one-rank NCCL DDP smoke test
   model_train  `python -m model.train` on the check's shards, paper recipe, bf16: images/s, data-wait (host
                and loader GPU time) and peak memory from its own logs
 Its data is built under DIR/data (or DIR/data-quick) from the demo generator, once; the train shards are
 repeated by hard links so that timed windows span many batches.
-Needs torch, numpy, pillow, opencv, click, tqdm, DALI and this repository on PYTHONPATH; no network.
+Needs torch, numpy, pillow, opencv, click, tqdm, DALI (and for model_train, model.train's tensorboard and
+matplotlib) and this repository on PYTHONPATH; no network. tools/gpu_session.sh runs it on a borrowed GPU.
 """
 from __future__ import annotations
 

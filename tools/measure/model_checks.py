@@ -250,12 +250,12 @@ def train_run_section(shards: Path, device: torch.device, workers: int, batch: i
 
 def end_child(proc: subprocess.Popen) -> None:
     """A child still running (the check was stopped or ran out of time) gets SIGTERM, which model.train answers
-    with a checkpoint and a clean exit; after 30 s, SIGKILL."""
+    with a checkpoint and a clean exit; after 15 s (an outer limit may not wait much longer), SIGKILL."""
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(30)
+        proc.wait(15)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
