@@ -29,7 +29,8 @@ LOG="$OUT/session.log"
 say() { echo "gpu_session: $*" | tee -a "$LOG"; }
 
 copy_out() {  # what comes back: the report, the logs; not the shards (hard links, 25 copies) nor checkpoints
-    [ -d gpu_check ] && "$PY" - "$OUT/gpu_check" <<'EOF'
+    [ -d gpu_check ] || return 0
+    "$PY" - "$OUT/gpu_check" <<'EOF'
 import shutil, sys
 shutil.copytree("gpu_check", sys.argv[1], dirs_exist_ok=True,
                 ignore=shutil.ignore_patterns("data", "data-quick", "*.pt", "events.out.tfevents.*"))
