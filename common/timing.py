@@ -2,12 +2,17 @@
 synchronized before every clock read, and contenders run in interleaved rounds with each one's best round
 counting, so that a noisy moment on a shared machine hits all of them alike.
 
-    clock = Clock(steps=100, warmup=5, sync=synchronizer(device))
+    clock = Clock(steps=100, warmup=5, device=device)
     for _ in clock:                           # 5 untimed steps, then up to 100 timed ones
         x, y = clock.wait_for(batches)        # time blocked on the input, counted apart
         train_step(...)
         clock.count(len(x))
-    clock.result.per_s, clock.result.wait_fraction
+    clock.result.per_s, clock.result.wait_fraction, clock.result.gpu_wait_fraction
+
+Two kinds of waiting for the input (docs/gpu.md): `wait` is host time blocked in next(batches); on CUDA,
+`gpu_wait` is device time between a CUDA event recorded on the current stream just before next() and one just
+after the batch is handed over (StreamWait): what the loader's work on that stream (copies, normalization)
+and its ordering into it (DALI's outputs) held the training stream back, which host time cannot see.
 
     best = best_of([lambda: time_calls(convert_a), lambda: time_calls(convert_b)], rounds=3)
 
@@ -29,6 +34,7 @@ class Timing:
     steps: int
     items: int = 0
     wait: float = 0.0
+    gpu_wait: float | None = None  # CUDA only: the stream's time at the input hand-over (StreamWait)
 
     @property
     def per_s(self) -> float:
@@ -42,6 +48,12 @@ class Timing:
     @property
     def wait_fraction(self) -> float:
         return self.wait / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def gpu_wait_fraction(self) -> float | None:
+        if self.gpu_wait is None:
+            return None
+        return self.gpu_wait / self.seconds if self.seconds > 0 else 0.0
 
 
 def no_sync() -> None:
@@ -58,18 +70,58 @@ def synchronizer(device) -> Callable[[], None]:
     return lambda: torch.cuda.synchronize(device)
 
 
+class StreamWait:
+    """Device time spent at the input hand-over, measured on the device: start() and stop() record CUDA events
+    on the current stream around next(loader); take() (one host sync, so only where the caller syncs anyway)
+    sums the gaps between them in seconds and starts again. On a CPU device every call is a no-op and take()
+    gives None."""
+
+    def __init__(self, device):
+        self.cuda = getattr(device, "type", device) == "cuda"
+        self._pairs: list = []
+        self._open = None
+
+    def _event(self):
+        import torch
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def start(self) -> None:
+        if self.cuda:
+            self._open = self._event()
+
+    def stop(self) -> None:
+        if self.cuda and self._open is not None:
+            self._pairs.append((self._open, self._event()))
+            self._open = None
+
+    def take(self) -> float | None:
+        if not self.cuda:
+            return None
+        if self._pairs:
+            self._pairs[-1][1].synchronize()
+        seconds = sum(a.elapsed_time(b) for a, b in self._pairs) / 1000
+        self._pairs = []
+        return seconds
+
+
 class Clock:
     """Times the steps of a loop; iterate it and do one step per iteration (see the module docstring).
 
     `warmup` untimed steps come first; then up to `steps` timed ones, or fewer once `seconds` have passed.
     count() and wait_for() during the warm-up are not recorded. After the loop, `result` is a Timing.
+    With `device`, the clock synchronizes it (unless `sync` is given) and, on CUDA, wait_for() also measures
+    the input's device time (StreamWait).
     """
 
     def __init__(self, steps: int, *, warmup: int = 0, seconds: float | None = None,
-                 sync: Callable[[], None] = no_sync):
-        self.steps, self.warmup, self.seconds, self.sync = steps, warmup, seconds, sync
+                 sync: Callable[[], None] | None = None, device=None):
+        self.steps, self.warmup, self.seconds = steps, warmup, seconds
+        self.sync = sync or (synchronizer(device) if device is not None else no_sync)
         self.result: Timing | None = None
         self._timing, self._items, self._wait = False, 0, 0.0
+        self._gpu = StreamWait(device if device is not None else "cpu")
 
     def __iter__(self) -> Iterator[int]:
         for i in range(self.warmup):
@@ -84,7 +136,7 @@ class Clock:
             if self.seconds is not None and time.perf_counter() - t0 >= self.seconds:
                 break
         self.sync()
-        self.result = Timing(time.perf_counter() - t0, done, self._items, self._wait)
+        self.result = Timing(time.perf_counter() - t0, done, self._items, self._wait, self._gpu.take())
         self._timing = False
 
     def count(self, items: int) -> None:
@@ -93,16 +145,19 @@ class Clock:
             self._items += items
 
     def wait_for(self, source: Iterator):
-        """next(source), its time counted as waiting for input."""
+        """next(source), its time counted as waiting for input (host time; on CUDA, device time too)."""
+        if not self._timing:
+            return next(source)
+        self._gpu.start()
         t0 = time.perf_counter()
         item = next(source)
-        if self._timing:
-            self._wait += time.perf_counter() - t0
+        self._wait += time.perf_counter() - t0
+        self._gpu.stop()
         return item
 
 
 def time_calls(fn: Callable[[], object], calls: int = 1, *, warmup: int = 0,
-               sync: Callable[[], None] = no_sync, items: Callable[[object], int] | None = None) -> Timing:
+               sync: Callable[[], None] | None = None, items: Callable[[object], int] | None = None) -> Timing:
     """`calls` calls of fn() after `warmup` untimed ones; items(result) counts what each call handled."""
     clock = Clock(calls, warmup=warmup, sync=sync)
     for _ in clock:

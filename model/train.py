@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from common import cli
 from common.errors import ConfigError
 from common.progress import progress_bar
+from common.timing import StreamWait
 from model.alexnet import INITS, LRNS, VARIANTS, build_model
 from model.checkpoint import inference_meta
 from model.config import Config
@@ -54,18 +55,21 @@ class EpochStats:
     steps: int = 0
     images: int = 0
     seconds: float = 0.0
-    wait: float = 0.0                 # seconds blocked on the loader (mean over ranks)
+    wait: float = 0.0                 # seconds blocked on the loader (host time in next(), mean over ranks)
+    gpu_wait: float | None = None     # CUDA: the stream's seconds at the hand-over (common.timing.StreamWait)
     stopped: str | None = None        # what ended it early: a signal, "another rank", "max-steps"
 
     def __add__(self, later: EpochStats) -> EpochStats:
+        gpu = None if later.gpu_wait is None else (self.gpu_wait or 0.0) + later.gpu_wait
         return EpochStats(self.steps + later.steps, self.images + later.images, self.seconds + later.seconds,
-                          self.wait + later.wait, later.stopped)
+                          self.wait + later.wait, gpu, later.stopped)
 
     def rates(self) -> dict:
-        """images/s and the data-wait fraction over the epoch's log intervals, and its training seconds."""
+        """images/s and the data-wait fractions over the epoch's log intervals, and its training seconds."""
         if not self.seconds:
             return {}
-        return {"images_per_s": self.images / self.seconds, "data_wait": self.wait / self.seconds,
+        gpu = {} if self.gpu_wait is None else {"data_wait_gpu": self.gpu_wait / self.seconds}
+        return {"images_per_s": self.images / self.seconds, "data_wait": self.wait / self.seconds, **gpu,
                 "epoch_s": self.seconds}
 
 
@@ -98,6 +102,14 @@ def autocast(cfg: Config, dist: Dist):
     return torch.autocast("cuda", dtype=torch.bfloat16) if dist.device.type == "cuda" and cfg.amp else nullcontext()
 
 
+def wrap(model: torch.nn.Module, cfg: Config, dist: Dist) -> torch.nn.Module:
+    """What the steps run: DDP over the ranks, torch.compile with --compile; the same for --measure-synthetic."""
+    net = model
+    if dist.world_size > 1:
+        net = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    return torch.compile(net) if cfg.compile else net
+
+
 def loader_args(cfg: Config, dist: Dist) -> dict:
     return dict(backend=cfg.backend, device=dist.device, rank=dist.rank, world_size=dist.world_size, seed=cfg.seed,
                 workers=cfg.workers)
@@ -114,11 +126,7 @@ def setup(cfg: Config, dist: Dist) -> Run:
     model = new_model(cfg, dist, len(data.classes))
     opt = make_optimizer(cfg.update, model, cfg.lr, cfg.momentum, cfg.weight_decay)
     folder = open_run(cfg, dist, shape)
-    net = model
-    if dist.world_size > 1:
-        net = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
-    if cfg.compile:
-        net = torch.compile(net)
+    net = wrap(model, cfg, dist)
     return Run(cfg=cfg, dist=dist, folder=folder, data=data, arch=shape, model=model, net=net, opt=opt,
                train_loader=train_loader, val_loader=val_loader, autocast=autocast(cfg, dist), inference=inference)
 
@@ -136,52 +144,80 @@ def is_log_step(run: Run, step: int, stop: StopFlag) -> bool:
             or (run.dist.world_size == 1 and stop.signal is not None))
 
 
+@dataclass
+class Interval:
+    """What the steps since the last log step did, on this rank."""
+    loss: torch.Tensor                # summed on the device: read only at log steps
+    gpu: StreamWait                   # CUDA events around each next(loader)
+    steps: int = 0
+    wait: float = 0.0                 # host seconds in next(loader)
+    t0: float = field(default_factory=time.perf_counter)        # the interval's start
+    epoch_t0: float = field(default_factory=time.perf_counter)  # this train_epoch's start
+
+
 def train_epoch(run: Run, stop: StopFlag, *, epoch: int, lr: float, step: int) -> EpochStats:
     """The rest of the epoch from the loader's position, or up to --max-steps or a stop signal."""
     cfg, dist, loader = run.cfg, run.dist, run.train_loader
     run.net.train()
     # a bar on a terminal; else nothing, the log lines below are the periodic plain lines
     bar = progress_bar(len(loader), f"epoch {epoch}", "batch", initial=loader.batch, enabled=dist.main, every=None)
-    stats, loss_sum = EpochStats(), torch.zeros((), device=dist.device)
-    n, wait, t_log = 0, 0.0, time.perf_counter()  # since the last log step
-    t_epoch = t_log
+    stats = EpochStats(gpu_wait=0.0 if dist.device.type == "cuda" else None)
+    interval = Interval(torch.zeros((), device=dist.device), StreamWait(dist.device))
     batches = iter(loader)
     while stats.stopped is None:
+        interval.gpu.start()
         t0 = time.perf_counter()
         images, labels = next(batches, (None, None))
         if images is None:
             break
-        wait += time.perf_counter() - t0
+        interval.wait += time.perf_counter() - t0
+        interval.gpu.stop()
         if epoch < cfg.warmup_epochs:  # Goyal et al.: the rate rises step by step to the epoch's rate
             for group in run.opt.param_groups:
                 group["lr"] = warmup_lr(lr, step + stats.steps, cfg.warmup_epochs * len(loader),
                                         warmup_start(cfg.lr, lr))
         if channels_last(cfg, dist):
             images = images.contiguous(memory_format=torch.channels_last)
-        loss_sum += train_step(run.net, run.opt, images, labels, run.autocast)
-        stats.steps, n = stats.steps + 1, n + 1
+        interval.loss += train_step(run.net, run.opt, images, labels, run.autocast)
+        stats.steps, interval.steps = stats.steps + 1, interval.steps + 1
         bar.update()
         at_max = cfg.max_steps is not None and step + stats.steps >= cfg.max_steps
         if not (at_max or is_log_step(run, step + stats.steps, stop)):
             continue
-        dist.synchronize()
-        elapsed = time.perf_counter() - t_log
-        loss, waited, asked = dist.all_sum([loss_sum.item(), wait, float(stop.signal is not None)])
-        loss, waited, rate = loss / (n * dist.world_size), waited / dist.world_size, n * cfg.batch_size / elapsed
-        run.log.write("train", step=step + stats.steps, epoch=epochs_done(loader), lr=run.opt.param_groups[0]["lr"],
-                      loss=loss, images_per_s=rate, data_wait=waited / elapsed, epoch_s=time.perf_counter() - t_epoch)
-        bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", wait=f"{100 * waited / elapsed:.0f}%")
-        stats.images += n * cfg.batch_size
-        stats.seconds += elapsed
-        stats.wait += waited
-        loss_sum.zero_()
-        n, wait, t_log = 0, 0.0, time.perf_counter()
+        asked = log_interval(run, interval, stats, step + stats.steps, stop, bar)
         if asked:
             stats.stopped = stop.signal or "another rank"
         elif at_max:
             stats.stopped = "max-steps"
     bar.close()
     return stats
+
+
+def log_interval(run: Run, interval: Interval, stats: EpochStats, step: int, stop: StopFlag, bar) -> bool:
+    """A log step (the only host syncs): one train record over the interval, which is added to `stats` and
+    started again. Returns whether any rank was asked to stop."""
+    cfg, dist, loader = run.cfg, run.dist, run.train_loader
+    dist.synchronize()
+    elapsed = time.perf_counter() - interval.t0
+    gpu_wait = interval.gpu.take()
+    loss, waited, gpu_waited, asked = dist.all_sum([interval.loss.item(), interval.wait, gpu_wait or 0.0,
+                                                    float(stop.signal is not None)])
+    n, ranks = interval.steps, dist.world_size
+    loss, waited, gpu_waited = loss / (n * ranks), waited / ranks, gpu_waited / ranks  # means over ranks
+    rate = n * cfg.batch_size / elapsed
+    gpu = {} if gpu_wait is None else {"data_wait_gpu": gpu_waited / elapsed}
+    run.log.write("train", step=step, epoch=epochs_done(loader), lr=run.opt.param_groups[0]["lr"], loss=loss,
+                  images_per_s=rate, data_wait=waited / elapsed, **gpu,
+                  epoch_s=time.perf_counter() - interval.epoch_t0)
+    bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", wait=f"{100 * waited / elapsed:.0f}%")
+    stats.images += n * cfg.batch_size
+    stats.seconds += elapsed
+    stats.wait += waited
+    if gpu_wait is not None:
+        stats.gpu_wait = (stats.gpu_wait or 0.0) + gpu_waited
+    interval.loss.zero_()
+    interval.steps, interval.wait, interval.t0 = 0, 0.0, time.perf_counter()
+    return bool(asked)
 
 
 def fit(run: Run, state: RunState, stop: StopFlag) -> tuple[EpochStats, dict]:
@@ -235,6 +271,8 @@ def report(run: Run, state: RunState, total: EpochStats, result: dict, ten: dict
         summary.update({"ten_crop_top1_err": ten["top1_err"], "ten_crop_top5_err": ten["top5_err"]})
     if total.seconds:
         summary.update({"train_images_per_s": total.images / total.seconds, "data_wait": total.wait / total.seconds})
+        if total.gpu_wait is not None:
+            summary["data_wait_gpu"] = total.gpu_wait / total.seconds
     if synthetic_rate:
         summary.update({"synthetic_images_per_s": synthetic_rate,
                         "vs_synthetic": summary.get("train_images_per_s", 0) / synthetic_rate})
@@ -244,9 +282,11 @@ def report(run: Run, state: RunState, total: EpochStats, result: dict, ten: dict
 
 
 def measure_synthetic(cfg: Config, dist: Dist, model: torch.nn.Module, classes: int, log: RunLog, steps: int) -> float:
-    """images/s of the model alone on random tensors (model/synthetic.py), logged as a `synthetic` line."""
-    rate = measure_model(cfg, model, dist, local_batch(cfg, dist), classes, steps, autocast(cfg, dist))
-    log.write("synthetic", images_per_s=rate, batch=cfg.batch_size, world_size=dist.world_size)
+    """images/s of the model alone on random tensors (model/synthetic.py), wrapped as the run's steps are (DDP,
+    --compile), logged as a `synthetic` line that says which wrapping it timed."""
+    rate, wrapping = measure_model(cfg, model, dist, local_batch(cfg, dist), classes, steps, autocast(cfg, dist),
+                                   partial(wrap, cfg=cfg, dist=dist))
+    log.write("synthetic", images_per_s=rate, batch=cfg.batch_size, world_size=dist.world_size, **wrapping)
     return rate
 
 

@@ -13,12 +13,14 @@ Batches reach torch with no copy and no host wait (`DaliLoader._next_batch`: `ru
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 from nvidia.dali import fn, pipeline_def, types
 
 from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, TEN_CROP_ANCHORS, ShardSpec, epoch_plan
-from common.errors import DataError
+from common.errors import ConfigError, DataError
 from shardkit.format import index_path
 from shardkit.verify import VERIFY_CMD, bad_sample_error, find_bad_sample
 
@@ -141,7 +143,7 @@ class DaliLoader:
             pipe = shard_pipeline(**kwargs)
             pipe.build()
         except RuntimeError as e:
-            raise DataError(f"DALI could not open the shards of {self.spec.shards_dir}: {_error_line(e)}") from None
+            raise self._build_error(e) from None
         epoch_size = pipe.reader_meta("reader")["epoch_size"]  # what the reader found in the index files
         if epoch_size != self.spec.samples:
             raise DataError(f"{self.spec.shards_dir}: the index files hold {epoch_size} {self.spec.split} samples, "
@@ -191,6 +193,20 @@ class DaliLoader:
         out = torch.from_dlpack(images.as_tensor())  # waits on DALI's stream in torch's stream if they differ
         return out, labels.pin_memory().to(self.device, non_blocking=True)
 
+    def _build_error(self, e: RuntimeError) -> Exception:
+        """The reader failing is the shards' fault (DataError); any other operator failing to build (the mixed
+        decoder without nvImageCodec's or nvJPEG's libraries, no CUDA driver) is the set-up's (ConfigError)."""
+        op = failed_operator(e)
+        text = str(e).lower()
+        if (op is None and not any(hint in text for hint in LIBRARY_HINTS)) or (op and ".readers." in op):
+            return DataError(f"DALI could not open the shards of {self.spec.shards_dir}: {_error_line(e)}")
+        fix = ("DALI's decoder libraries (nvImageCodec, nvJPEG) or the CUDA driver are missing or do not match this "
+               "DALI build" if any(hint in text for hint in LIBRARY_HINTS) else "DALI's installation is at fault")
+        return ConfigError(f"DALI could not build its pipeline on {self.device} (not a problem of the shards): "
+                           f"{op or 'an operator'} failed: {_error_line(e)}; {fix}: install the DALI build for "
+                           "this machine's CUDA (docs/gpu.md, GPU set-up), or use the reference loader "
+                           "(--backend torch)")
+
     def _run_error(self, e: RuntimeError) -> DataError:
         """DALI names neither the shard nor the sample that failed: look for a sample that does not decode
         in this split's shards (those whose checksum changed first) and name it."""
@@ -208,6 +224,16 @@ def _draws(pos, mirror, alpha, jpegs, *, n: int, size: int) -> dict:
     return {"xy": xy, "flip": np.array(mirror.as_tensor())[:n].astype(bool).reshape(n),
             "alpha": np.array(alpha.as_tensor())[:n].reshape(n, 3),
             "jpeg": [np.array(jpegs.at(i)).tobytes() for i in range(n)]}
+
+
+LIBRARY_HINTS = ("nvimgcodec", "nvjpeg", "libcuda", "cuda driver", "dlopen", "shared object")
+FAILED_OPERATOR = re.compile(r"Error in (\w+) operator `([^`]+)`")
+
+
+def failed_operator(e: Exception) -> str | None:
+    """`nvidia.dali.fn.decoders.image_crop (MIXED)` from DALI's "Error in MIXED operator `...`", else None."""
+    m = FAILED_OPERATOR.search(str(e))
+    return f"{m.group(2)} ({m.group(1)})" if m else None
 
 
 def _error_line(e: Exception) -> str:

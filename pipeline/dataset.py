@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from common.errors import ConfigError, DataError
 from pipeline.spec import CROP, SPLITS, SampleIndex, ShardSpec
-from shardkit.format import PCA, index_path, load_manifest, load_pca, read_index, split_shards
+from shardkit.format import PCA, index_path, load_manifest, load_pca, read_member_table, split_shards
 
 
 @dataclass(frozen=True)
@@ -87,22 +88,19 @@ def open_dataset(shards: str | Path | Dataset, pca: str | Path | None = None) ->
 def sample_index(tars: list[Path], counts: list[int]) -> SampleIndex:
     """Every sample's .jpg and .cls (offset, size), from the split's .idx files, each read once and checked
     here, so that a truncated or mismatched shard fails with its name before any worker starts."""
-    jpg, cls, starts = [], [], [0]
+    rows, starts = [], [0]
     for tar, count in zip(tars, counts):
-        entries = read_index(index_path(tar))
-        if len(entries) != count:
-            raise DataError(f"{index_path(tar)}: {len(entries)} samples, the manifest says {count}")
         try:
-            jpg.append(np.array([m["jpg"] for _, m in entries], np.int64).reshape(-1, 2))
-            cls.append(np.array([m["cls"] for _, m in entries], np.int64).reshape(-1, 2))
-        except KeyError:
-            key = next(k for k, m in entries if "jpg" not in m or "cls" not in m)
-            raise DataError(f"{tar}: sample {key} lacks a .jpg or .cls member") from None
-        end = int(max(jpg[-1].sum(1).max(initial=0), cls[-1].sum(1).max(initial=0)))
+            rows.append(read_member_table(index_path(tar)))
+        except KeyError as e:
+            raise DataError(f"{tar}: sample {e.args[0]} lacks a .jpg or .cls member") from None
+        if len(rows[-1]) != count:
+            raise DataError(f"{index_path(tar)}: {len(rows[-1])} samples, the manifest says {count}")
+        r = rows[-1]
+        end = int(np.maximum(r[:, 0] + r[:, 1], r[:, 2] + r[:, 3]).max(initial=0))  # the last byte it reads
         if tar.stat().st_size < end:
             raise DataError(f"{tar}: truncated ({tar.stat().st_size} bytes, its index needs {end}); "
                             "re-make it with tools/make_shards.py")
         starts.append(starts[-1] + count)
-    empty = np.zeros((0, 2), np.int64)
-    return SampleIndex(np.concatenate(jpg) if jpg else empty, np.concatenate(cls) if cls else empty,
-                       np.asarray(starts, np.int64))
+    members = torch.from_numpy(np.concatenate(rows) if rows else np.zeros((0, 4), np.int64))
+    return SampleIndex(members.share_memory_(), np.asarray(starts, np.int64))

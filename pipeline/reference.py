@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import os
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -29,6 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pipeline.augment import lighting_offset, normalize, ten_crop
 from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, ShardSpec, epoch_plan
 from common.errors import DataError
+from common.parallel import SHM, fit_shared_memory, shared_memory_free
 from shardkit.verify import bad_sample_error
 
 
@@ -39,11 +42,10 @@ class Sample(NamedTuple):
     position: int    # which sample of that tar
 
 
-def read_sample(f, spec: ShardSpec, shard: int, position: int) -> Sample:
-    """Sample `position` of tar `shard`, read by offset from that tar, open as `f`.
-    The one place where the reference loader reads shard bytes."""
-    i = int(spec.index.starts[shard]) + position
-    (jpg_off, jpg_size), (cls_off, cls_size) = spec.index.jpg[i], spec.index.cls[i]
+def read_sample(f, spec: ShardSpec, rows: np.ndarray, shard: int, position: int) -> Sample:
+    """Sample `position` of tar `shard`, read by offset from that tar, open as `f`, through `rows` (the split's
+    SampleIndex as numpy). The one place where the reference loader reads shard bytes."""
+    jpg_off, jpg_size, cls_off, cls_size = rows[int(spec.index.starts[shard]) + position]
     f.seek(jpg_off)
     jpg = f.read(jpg_size)
     f.seek(cls_off)
@@ -96,6 +98,7 @@ class _Sequence:
 
     def __init__(self, spec: ShardSpec, train: bool, seed: int, epoch: int):
         self.spec, self.train, self.seed, self.epoch = spec, train, seed, epoch
+        self.rows = spec.index.rows()
         self.order = np.arange(len(spec.tars))
         if train:
             self.order = np.random.default_rng([seed, epoch]).permutation(len(spec.tars))
@@ -125,7 +128,7 @@ class _Sequence:
             hi = min(end, int(self.starts[k + 1])) - int(self.starts[k])
             t = int(self.order[k])
             f = self._open(t)
-            out += [read_sample(f, self.spec, t, int(p)) for p in self._positions(t)[lo:hi]]
+            out += [read_sample(f, self.spec, self.rows, t, int(p)) for p in self._positions(t)[lo:hi]]
             begin += hi - lo
             k += 1
         return out
@@ -201,6 +204,9 @@ def _worker_errors(loader):
         raise DataError(tail[-1] if tail else str(e)) from None
 
 
+PREFETCH = 4  # batches each worker makes ahead, when shared memory has room for them
+
+
 class ReferenceLoader:
     """Iterable over one epoch of (images, labels) on `device`; see make_loader."""
 
@@ -215,6 +221,8 @@ class ReferenceLoader:
         f = dict(dtype=torch.float32, device=device)
         self.mean, self.std = torch.tensor(spec.mean, **f), torch.tensor(spec.std, **f)
         self.eigval, self.eigvec = torch.tensor(spec.eigval, **f), torch.tensor(spec.eigvec, **f)
+        self.ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))  # loaders sharing /dev/shm (torchrun)
+        self.worker_plan: dict | None = None  # what the last epoch used (fit_shared_memory)
 
     def __len__(self) -> int:
         return self.batches
@@ -229,9 +237,9 @@ class ReferenceLoader:
         stream = _ShardStream(self.spec, self.batch_size, train=self.train, augment=self.augment, rank=self.rank,
                               seed=self.seed, epoch=self.epoch, start_batch=self.batch, batches=self.batches,
                               share=self.share)
-        workers = max(0, min(self.workers, self.batches - self.batch))
+        workers, prefetch = self._fit_shared_memory(max(0, min(self.workers, self.batches - self.batch)))
         loader = DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda",
-                            prefetch_factor=4 if workers else None,
+                            prefetch_factor=prefetch if workers else None,
                             multiprocessing_context=_worker_context() if workers else None,
                             generator=torch.Generator())  # leave the global RNG (dropout's) untouched
         for images, labels, alpha in _worker_errors(loader):
@@ -242,3 +250,20 @@ class ReferenceLoader:
             self.batch += 1
             yield normalize(images, self.mean, self.std, offset), labels.to(self.device, non_blocking=True)
         self.epoch, self.batch = self.epoch + 1, 0
+
+    def _fit_shared_memory(self, workers: int) -> tuple[int, int]:
+        """Workers and prefetch depth whose uint8 batches fit in /dev/shm, where the workers hand them over (a
+        container's 64 MB ends them with a Bus error); `worker_plan` says what was used, a smaller plan is said."""
+        side = CROP if self.train else self.spec.size  # val batches travel whole, cut here
+        batch_bytes = self.batch_size * 3 * side * side
+        free = shared_memory_free()
+        used = fit_shared_memory(workers, PREFETCH, batch_bytes, free, self.ranks_here)
+        plan = {"workers": used[0], "prefetch_factor": used[1] if used[0] else 0, "asked": [workers, PREFETCH],
+                "batch_mb": round(batch_bytes / 1e6, 1), "shm_free_mb": None if free is None else round(free / 1e6)}
+        if used != (workers, PREFETCH) and plan != self.worker_plan:
+            warnings.warn(f"reference loader: {SHM} has {plan['shm_free_mb']} MB free, too little for {workers} "
+                          f"workers x {PREFETCH} batches of {plan['batch_mb']} MB; using {used[0]} x {used[1]}"
+                          + (" (batches made in this process, slowly)" if not used[0] else "")
+                          + "; for full speed give it more (docker run --shm-size=4g)", RuntimeWarning, stacklevel=3)
+        self.worker_plan = plan
+        return used

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from common.errors import DataError
 from shardkit.format import index_path, read_index
@@ -22,10 +23,15 @@ SPLITS = ("train", "val")
 
 @dataclass(frozen=True)
 class SampleIndex:
-    """Where every sample of a split lies in its tar, from the split's .idx files (read once)."""
-    jpg: np.ndarray      # int64 [n, 2]: offset, size of sample i's .jpg in its tar
-    cls: np.ndarray      # int64 [n, 2]: the same for its .cls
-    starts: np.ndarray   # int64 [shards + 1]: the first sample of each tar (samples are numbered tar by tar)
+    """Where every sample of a split lies in its tar, from the split's .idx files (read once).
+
+    `members` is a torch tensor in shared memory: DataLoader workers receive a handle to it, not a copy (41 MB
+    at ImageNet's 1.28 M train samples, once per rank rather than once per worker); `rows()` is a numpy view."""
+    members: torch.Tensor  # int64 [n, 4]: .jpg offset, .jpg size, .cls offset, .cls size of sample i in its tar
+    starts: np.ndarray     # int64 [shards + 1]: the first sample of each tar (samples are numbered tar by tar)
+
+    def rows(self) -> np.ndarray:
+        return self.members.numpy()
 
 
 @dataclass(frozen=True)

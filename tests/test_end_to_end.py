@@ -5,7 +5,9 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.conftest import REPO
 
@@ -25,7 +27,9 @@ def test_demo_tree_to_evaluation(tmp_path):
     out = sh("tools/make_shards.py", "--src", str(src), "--out", str(shards), "--shard-size", "10")
     assert "done: 48 images (train 36, val 12)" in out and "4 skipped" in out  # 3 broken train files, 1 val
     out = sh("tools/compute_pca.py", "--shards", str(shards))
-    assert "eigval" in out and (shards / "pca.json").is_file()
+    pca = json.loads((shards / "pca.json").read_text())
+    assert "eigval" in out and pca["images"] == 36 and pca["pixels"] == 36 * 256 * 256
+    assert pca["eigval"] == sorted(pca["eigval"], reverse=True) and pca["eigval"][-1] > 0
     for backend in ("dali", "torch"):
         out = sh("-m", "model.train", "--shards", str(shards), "--runs", str(runs), "--name", backend,
                  "--device", "cpu", "--backend", backend, "--batch-size", "8", "--max-steps", "3",
@@ -33,10 +37,15 @@ def test_demo_tree_to_evaluation(tmp_path):
         summary = json.loads((runs / backend / "summary.json").read_text())
         assert summary["steps"] == 3 and summary["val_images"] == 12
         assert "ten_crop_top1_err" in summary
-        assert (runs / backend / "curves.png").is_file()
+        with Image.open(runs / backend / "curves.png") as curves:
+            assert curves.format == "PNG" and curves.size == (800, 900)  # model.metrics: 8 x 9 inches at 100 dpi
         out = sh("-m", "model.evaluate", "--checkpoint", str(runs / backend / "model.pt"), "--shards",
                  str(shards), "--device", "cpu", "--backend", backend, "--json", str(tmp_path / "e.json"))
         result = json.loads((tmp_path / "e.json").read_text())
         assert result["images"] == 12 and result["top1_err"] == pytest.approx(summary["val_top1_err"])
     out = sh("-m", "pipeline.preview", "--shards", str(shards), "--out", str(tmp_path / "p.png"), "--count", "4")
-    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert "preview: 4 augmented train images (dali)" in out
+    with Image.open(tmp_path / "p.png") as sheet:  # one row of 4 tiles of 224 + 4 pad, captions below
+        assert sheet.size == (4 * 228 + 4, 224 + 40 + 4 + 4)
+        tiles = np.asarray(sheet.convert("RGB"))[4:228, 4:228 * 4]
+    assert tiles.std() > 10  # images, not a blank sheet

@@ -82,6 +82,20 @@ def test_no_function_is_longer_than_a_screen():
     assert not long, "split these into named steps: " + "; ".join(long)
 
 
+def test_threads_and_processes_are_sized_by_the_affinity_mask_not_the_machine():
+    """os.cpu_count() is the machine's count, which a container or taskset does not lower: only
+    common.parallel.available_cores (the affinity mask, with os.cpu_count as its non-Linux fallback) reads it."""
+    users = sorted(str(p.relative_to(REPO)) for p in python_files() if "cpu_count(" in p.read_text())
+    assert users == ["common/parallel.py"], users
+
+
+def test_default_workers_is_a_share_of_the_affinity_mask(monkeypatch):
+    from common import parallel
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
+    assert parallel.available_cores() == 5
+    assert [parallel.default_workers(w) for w in (1, 2, 8)] == [5, 2, 1]
+
+
 @pytest.mark.parametrize("package", ["common", "shardkit", "measure"])
 def test_package_docstrings_list_exactly_their_modules(package):
     doc = ast.get_docstring(ast.parse((REPO / FOLDERS[package] / "__init__.py").read_text())) or ""

@@ -13,7 +13,7 @@ from pipeline.augment import lighting_offset, normalize, ten_crop
 from pipeline.spec import CROP, MAX_OFFSET
 from pipeline.augment import denormalize
 from tests.conftest import flat_pca, write_shards
-from common.errors import DataError
+from common.errors import ConfigError, DataError
 
 BACKENDS = ["dali", "torch"]
 
@@ -365,8 +365,8 @@ def test_reference_workers_read_each_sample_once_per_epoch(position_shards, monk
     from pipeline import reference
     reads = []
     real = reference.read_sample
-    monkeypatch.setattr(reference, "read_sample", lambda f, spec, shard, position: reads.append((shard, position))
-                        or real(f, spec, shard, position))
+    monkeypatch.setattr(reference, "read_sample", lambda f, spec, rows, shard, position:
+                        reads.append((shard, position)) or real(f, spec, rows, shard, position))
     ldr = loader(position_shards, split, 8, "torch", workers=0)
     stream = reference._ShardStream(ldr.spec, 8, train=ldr.train, augment=ldr.augment, rank=0, seed=0, epoch=0,
                                     start_batch=0, batches=len(ldr), share=ldr.share)
@@ -383,6 +383,53 @@ def test_reference_output_is_the_same_for_any_worker_count(position_shards):
     a = collect(loader(position_shards, "train", 8, "torch", workers=0, seed=2))
     b = collect(loader(position_shards, "train", 8, "torch", workers=2, seed=2))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_reference_loader_in_a_small_dev_shm_prefetches_less_and_says_so(position_shards, monkeypatch):
+    """A container's small /dev/shm (injected: room for 1 train batch of 8) gives fewer workers and batches ahead,
+    one warning, the same batches; with room for none, no worker processes at all, instead of a Bus error."""
+    from common.parallel import IN_HAND, SHM_SHARE
+    from pipeline import reference
+    batch = 8 * 3 * CROP * CROP
+    expected = collect(loader(position_shards, "train", 8, "torch", workers=0, seed=2))
+    for batches, plan in ((1, (1, 1)), (0, (0, 0))):
+        monkeypatch.setattr(reference, "shared_memory_free", lambda: int((batches + IN_HAND) * batch / SHM_SHARE))
+        ldr = loader(position_shards, "train", 8, "torch", workers=2, seed=2)
+        with pytest.warns(RuntimeWarning, match=r"MB free, too little for 2 workers x 4 batches"):
+            got = collect(ldr)
+        assert (ldr.worker_plan["workers"], ldr.worker_plan["prefetch_factor"]) == plan, ldr.worker_plan
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+def dali_build_error(kind: str, op: str, cause: str) -> str:
+    """A pipeline build failure as DALI 2.4 words it (its operator, the line after `encountered:`)."""
+    return (f"Critical error when building pipeline:\nError in {kind} operator `nvidia.dali.fn.{op}`,\n"
+            "which was used in the pipeline definition with the following traceback:\n\n"
+            f'  File "pipeline/dali.py", line 60, in shard_pipeline\n\nencountered:\n\n{cause}\n'
+            "C++ context: [dali/operators/...] \nCurrent pipeline object is no longer valid.")
+
+
+@pytest.mark.parametrize("kind, op, cause, error, says", [
+    ("MIXED", "decoders.image_crop", "dlopen libnvimgcodec.so failed!. Please install nvimagecodec.", ConfigError,
+     r"on cpu \(not a problem of the shards\): nvidia.dali.fn.decoders.image_crop \(MIXED\) failed: dlopen "
+     r"libnvimgcodec.so failed.*nvImageCodec, nvJPEG.*docs/gpu.md.*--backend torch"),
+    ("MIXED", "decoders.image_crop", "Failed to check the version of nvimgcodec.", ConfigError, r"nvImageCodec"),
+    ("CPU", "readers.webdataset", 'Assert on "..." failed: Malformed index file at "train-000000.idx" line 1',
+     DataError, r"DALI could not open the shards of .*: Assert on .* Malformed index file"),
+])
+def test_a_dali_build_failure_names_its_real_cause(position_shards, monkeypatch, kind, op, cause, error, says):
+    """The mixed decoder failing to start (libraries missing) is the set-up, named as such, not the shards;
+    the reader failing is the shards'. DALI's own words are injected (no GPU needed)."""
+    from pipeline import dali
+
+    class Broken:
+        def build(self):
+            raise RuntimeError(dali_build_error(kind, op, cause))
+
+    monkeypatch.setattr(dali, "shard_pipeline", lambda **kw: Broken())
+    with pytest.raises(error, match=says) as e:
+        next(iter(loader(position_shards, "train", 8, "dali")))
+    assert type(e.value) is error and ("could not open the shards" in str(e.value)) == (error is DataError)
 
 
 def test_gpu_decoder_options_fit_256px_shards():

@@ -20,13 +20,14 @@ from tests.conftest import REPO
 def test_an_existing_run_is_refused_with_the_three_ways_on(tmp_path):
     run = tmp_path / "alexnet"
     prepare_run_dir(run, resume=False, overwrite=False)  # empty: fine
-    (run / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n')
+    record = '{"kind": "train", "step": 1}\n'
+    (run / "metrics.jsonl").write_text(record)
     with pytest.raises(ConfigError) as e:
         prepare_run_dir(run, resume=False, overwrite=False)
     assert all(w in str(e.value) for w in (str(run), "--resume", "--overwrite", "--name"))
-    assert (run / "metrics.jsonl").is_file()  # nothing lost
+    assert (run / "metrics.jsonl").read_text() == record  # nothing lost
     prepare_run_dir(run, resume=True, overwrite=False)
-    assert (run / "metrics.jsonl").is_file()
+    assert (run / "metrics.jsonl").read_text() == record
     (run / "note.txt").write_text("mine")
     (run / ".last.pt.123.partial").write_bytes(b"half")  # what a killed write leaves
     prepare_run_dir(run, resume=False, overwrite=True)

@@ -1,9 +1,11 @@
-"""shardkit's small shared pieces: ordered_map, the CLI error convention, atomic writes, index and pca.json checks."""
+"""shardkit's small shared pieces: ordered_map, shared-memory sizing, the timing clock, the CLI error convention,
+atomic writes, index and pca.json checks."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import time
 
 import click
 import pytest
@@ -11,13 +13,18 @@ import pytest
 from common import cli
 from common.errors import ConfigError, DataError
 from common.files import atomic_write, write_json
-from shardkit.format import INDEX_VERSION, load_pca, read_index, read_index_count
-from common.parallel import ordered_map
+from shardkit.format import INDEX_VERSION, load_pca, read_index, read_index_count, read_member_table
+from common.timing import Clock
+from common.parallel import IN_HAND, SHM_SHARE, fit_shared_memory, ordered_map, shared_memory_free
 from tests.conftest import flat_pca
 
 
 def square(x: int) -> int:
     return x * x
+
+
+def parent(_) -> int:
+    return os.getppid()
 
 
 def fail_on_7(x: int) -> int:
@@ -29,6 +36,13 @@ def fail_on_7(x: int) -> int:
 @pytest.mark.parametrize("workers", [1, 3])
 def test_ordered_map_keeps_input_order(workers):
     assert list(ordered_map(square, range(100), workers, chunksize=3, ahead=2)) == [x * x for x in range(100)]
+
+
+def test_ordered_map_starts_its_workers_the_way_it_is_asked():
+    """A fork server's workers are not this process's children: nothing of its CUDA context or DALI threads is
+    copied into them (measure.loader_speed.decode_rate, tools/gpu_check.py); the default forks this process."""
+    assert set(ordered_map(parent, range(4), 2, chunksize=1, start_method="forkserver")) != {os.getpid()}
+    assert set(ordered_map(parent, range(4), 2, chunksize=1)) == {os.getpid()}
 
 
 def test_ordered_map_reads_ahead_only_a_bounded_window():
@@ -58,6 +72,60 @@ def test_ordered_map_raises_the_workers_error_after_the_results_before_it(worker
         for r in ordered_map(fail_on_7, range(20), workers, chunksize=1, ahead=1):
             got.append(r)
     assert got == list(range(7))
+
+
+def test_shared_memory_sizing_keeps_what_fits_and_cuts_prefetch_before_workers():
+    mb = 2**20
+    room = lambda batches: int((batches + IN_HAND) * mb / SHM_SHARE)  # noqa: E731  free bytes that hold them
+    assert fit_shared_memory(16, 4, mb, room(64)) == (16, 4)          # all of it fits: as asked
+    assert fit_shared_memory(16, 4, mb, room(40)) == (16, 2)          # fewer batches ahead first
+    assert fit_shared_memory(16, 4, mb, room(16)) == (16, 1)
+    assert fit_shared_memory(16, 4, mb, room(5)) == (5, 1)            # then fewer workers
+    assert fit_shared_memory(16, 4, mb, room(70), processes=4) == (16, 1)  # 4 ranks share it: 18 batches each
+    assert fit_shared_memory(16, 4, mb, room(0)) == (0, 0)            # not one batch: no worker processes
+    # the issue's case: 16 workers x 4 pinned batches of 38.5 MB in a container's 64 MB
+    assert fit_shared_memory(16, 4, 256 * 3 * 224 * 224, 64 * mb) == (0, 0)
+    assert fit_shared_memory(16, 4, mb, None) == (16, 4)              # unknown: as asked
+    assert fit_shared_memory(0, 4, mb, 0) == (0, 4)                   # no workers asked: nothing to fit
+    free = shared_memory_free()
+    assert free is None or free >= 0
+
+
+def slow_source(seconds: float, make=lambda: 1):
+    while True:
+        time.sleep(seconds)
+        yield make()
+
+
+def test_clock_counts_host_wait_apart_and_no_gpu_time_on_the_cpu():
+    clock = Clock(5, warmup=2, device="cpu")
+    source = slow_source(0.01)
+    for _ in clock:
+        clock.wait_for(source)
+        clock.count(2)
+    t = clock.result
+    assert (t.steps, t.items) == (5, 10) and 0.05 <= t.wait <= t.seconds and t.wait_fraction > 0.5
+    assert t.gpu_wait is None and t.gpu_wait_fraction is None
+
+
+@pytest.mark.gpu
+def test_clock_sees_the_device_time_of_the_input_that_host_time_misses():
+    """A source whose batch is GPU work queued on the stream (as DALI's hand-over is): next() returns at once,
+    the stream waits; the CUDA events around next() see it."""
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+
+    def queued():
+        torch.cuda._sleep(50_000_000)  # some 25 ms of GPU time, queued without a host wait
+        return torch.zeros(1, device="cuda")
+
+    clock = Clock(5, warmup=1, device=torch.device("cuda"))
+    source = slow_source(0, queued)
+    for _ in clock:
+        clock.wait_for(source)
+    t = clock.result
+    assert t.gpu_wait > 0.05 and t.gpu_wait > 10 * t.wait and t.gpu_wait_fraction > 0.5
 
 
 @click.command()
@@ -169,6 +237,25 @@ def test_index_is_read_and_its_version_and_count_are_checked(tmp_path):
     idx.write_text(index_text(INDEX_VERSION, 3, ["a", "b"]))
     with pytest.raises(DataError, match=r"train-000000.idx: .*header says 3 samples, found 2"):
         read_index(idx)
+
+
+def test_member_table_fast_path_agrees_with_read_index_and_falls_back(tmp_path):
+    idx = tmp_path / "train-000000.idx"
+    idx.write_text(index_text(INDEX_VERSION, 3, ["a", "b", "c"]))
+    want = [[512 + 2048 * i, 10, 1536 + 2048 * i, 1] for i in range(3)]
+    assert read_member_table(idx).tolist() == want
+    # another member order (and a third member) goes through read_index: the same table
+    idx.write_text(f"{INDEX_VERSION} 1\ncls 1536 1 a.cls json 3000 5 a.json jpg 512 10 a.jpg\n")
+    assert read_member_table(idx).tolist() == [[512, 10, 1536, 1]]
+    idx.write_text(f"{INDEX_VERSION} 2\njpg 512 10 a.jpg cls 1536 1 a.cls\njpg 2560 10 b.jpg\n")
+    with pytest.raises(KeyError, match="b"):  # the caller names the shard
+        read_member_table(idx)
+    idx.write_text(f"{INDEX_VERSION} 1\njpg 512 ten a.jpg cls 1536 1 a.cls\n")
+    with pytest.raises(DataError, match="train-000000.idx: not a DALI webdataset index"):
+        read_member_table(idx)
+    idx.write_text(index_text(INDEX_VERSION, 3, ["a", "b"]))
+    with pytest.raises(DataError, match="header says 3 samples, found 2"):
+        read_member_table(idx)
 
 
 @pytest.mark.parametrize("field,value,shape", [("eigvec", [[1, 0], [0, 1], [0, 0]], r"\(3, 3\)"),

@@ -16,7 +16,7 @@ import torch
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.metrics import read_metrics
 from model.train import Config, train
-from tests.conftest import REPO, convert
+from tests.conftest import REPO, convert, invoke
 from shardkit import stats as compute_pca
 from shardkit.demo_data import make_demo
 
@@ -42,20 +42,20 @@ def losses(run_dir) -> dict[int, float]:
 
 
 def test_loss_goes_down(train_shards, tmp_path):
-    summary = train(cfg(train_shards, tmp_path, name="learn", epochs=3, log_every=5))
+    summary = train(cfg(train_shards, tmp_path, name="learn", epochs=2, log_every=4))
     curve = list(losses(tmp_path / "learn").values())
-    assert len(curve) >= 5
+    assert len(curve) == 6  # steps 4, 8, 10 (the end of epoch 0), 12, 16, 20
     assert sum(curve[-2:]) / 2 < 0.7 * curve[0], curve
-    assert summary["val_images"] == 24 and summary["epochs"] == 3
+    assert summary["val_images"] == 24 and summary["epochs"] == 2
     run = tmp_path / "learn"
     assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "last.pt", "best.pt", "model.pt",
                                              "curves.png", "summary.json"}
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
     evals = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "eval"]
-    assert [e["epoch"] for e in evals] == [1, 2, 3] and all(e["images"] == 24 for e in evals)
+    assert [e["epoch"] for e in evals] == [1, 2] and all(e["images"] == 24 for e in evals)
     assert min(e["top1_err"] for e in evals) <= 0.5  # chance is 0.75
     ckpt = load_checkpoint(run / "last.pt")  # weights_only load works on what train wrote
-    assert ckpt["epoch"] == 3 and ckpt["arch"] == {"variant": "paper", "num_classes": 4}
+    assert ckpt["epoch"] == 2 and ckpt["arch"] == {"variant": "paper", "num_classes": 4}
     best = load_checkpoint(run / "best.pt")
     assert best["val_errors"][-1] == min(e["top1_err"] for e in evals)  # the epoch with the lowest top-1
     weights = load_checkpoint(run / "model.pt")
@@ -65,6 +65,22 @@ def test_loss_goes_down(train_shards, tmp_path):
     pca = json.loads((train_shards / "pca.json").read_text())
     assert info["classes"] == json.loads((train_shards / "manifest.json").read_text())["classes"]
     assert (info["variant"], info["lrn"], info["mean"], info["std"]) == ("paper", "paper", pca["mean"], pca["std"])
+
+
+def test_a_run_reads_each_index_once(train_shards, tmp_path, monkeypatch):
+    """setup, both loaders (in this process: workers=0), every epoch, the 10-crop test and the checkpoints'
+    metadata share one pipeline.Dataset: every .idx of the folder is parsed exactly once."""
+    from pipeline import dataset, spec
+    from shardkit import format
+    reads = []
+    real = dataset.read_member_table
+    monkeypatch.setattr(dataset, "read_member_table", lambda idx, *a: reads.append(idx.name) or real(idx, *a))
+    for module in (format, spec):  # the other reader of an index (sample keys for messages) is not used
+        monkeypatch.setattr(module, "read_index", lambda idx: pytest.fail(f"{idx} read a second way"))
+    summary = train(cfg(train_shards, tmp_path, name="once", backend="torch", workers=0, epochs=2, limit_train=16,
+                        limit_val=8, ten_crop_eval=True))
+    assert summary["epochs"] == 2 and "ten_crop_top1_err" in summary
+    assert sorted(reads) == sorted(p.name for p in train_shards.glob("*.idx"))
 
 
 def test_linear_scaling_and_warmup_in_the_loop(train_shards, tmp_path):
@@ -79,13 +95,15 @@ def test_linear_scaling_and_warmup_in_the_loop(train_shards, tmp_path):
 
 @pytest.mark.parametrize("backend", ["dali", "torch"])
 def test_resume_gives_the_same_losses(train_shards, tmp_path, backend):
-    kw = dict(backend=backend, epochs=2, batch_size=32, init="paper", seed=7)
+    """2 epochs of 4 steps (64 samples, batch 16): one run whole, one stopped at step 3 (inside epoch 0) and
+    resumed; every loss and the final weights equal, across the epoch boundary and the reshuffle."""
+    kw = dict(backend=backend, epochs=2, batch_size=16, limit_train=64, limit_val=8, init="paper", seed=7)
     train(cfg(train_shards, tmp_path, name="whole", **kw))
     train(cfg(train_shards, tmp_path, name="cut", max_steps=3, **kw))  # stops inside epoch 0
     assert max(losses(tmp_path / "cut")) == 3
     train(cfg(train_shards, tmp_path, name="cut", resume="", **kw))
     whole, cut = losses(tmp_path / "whole"), losses(tmp_path / "cut")
-    assert sorted(whole) == sorted(cut) == list(range(1, 11))
+    assert sorted(whole) == sorted(cut) == list(range(1, 9))
     for step in whole:
         assert whole[step] == cut[step], (step, whole[step], cut[step])
     assert torch.equal(load_checkpoint(tmp_path / "whole" / "last.pt")["model"]["classifier.6.weight"],
@@ -99,9 +117,10 @@ def torchrun(*args, **kw):
 
 
 def test_two_gloo_processes_keep_identical_weights(train_shards, tmp_path):
+    """... and --measure-synthetic times the model alone wrapped as the run's (DDP), like with like."""
     r = torchrun("--shards", str(train_shards), "--runs", str(tmp_path), "--name", "ddp", "--device", "cpu",
                  "--backend", "dali", "--batch-size", "16", "--max-steps", "4", "--log-every", "2",
-                 "--init", "kaiming", "--no-ten-crop-eval", timeout=600)
+                 "--init", "kaiming", "--no-ten-crop-eval", "--measure-synthetic", "1", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["ranks_weights_equal"] is True
@@ -109,12 +128,22 @@ def test_two_gloo_processes_keep_identical_weights(train_shards, tmp_path):
     assert summary["steps"] == 4
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert config["provenance"]["world_size"] == 2
+    synthetic = [m for m in read_metrics(tmp_path / "ddp" / "metrics.jsonl") if m["kind"] == "synthetic"]
+    assert len(synthetic) == 1 and synthetic[0]["ddp"] is True and synthetic[0]["compiled"] is False
+    assert summary["vs_synthetic"] > 0 and "data_wait_gpu" not in summary  # CPU: no device time to measure
+
+
+def test_synthetic_timing_names_the_wrapping_it_timed():
+    from model.synthetic import wrapping
+    m = torch.nn.Linear(2, 2)
+    assert wrapping(m) == {"ddp": False, "compiled": False}
+    assert wrapping(torch.compile(m, backend="eager")) == {"ddp": False, "compiled": True}  # compiles lazily
 
 
 def test_sigterm_writes_a_checkpoint_and_resume_finishes(train_shards, tmp_path):
     args = [sys.executable, "-m", "model.train", "--shards", str(train_shards), "--runs", str(tmp_path),
             "--name", "sig", "--device", "cpu", "--backend", "torch", "--batch-size", "16", "--epochs", "1",
-            "--log-every", "1", "--workers", "1", "--no-ten-crop-eval"]
+            "--log-every", "1", "--workers", "1", "--no-ten-crop-eval", "--limit-train", "96", "--limit-val", "8"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = tmp_path / "sig" / "metrics.jsonl"
     deadline = time.time() + 300
@@ -125,34 +154,43 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes(train_shards, tmp_path)
     assert proc.returncode == 0, out[-3000:]
     assert "stopped by SIGTERM" in out
     ckpt = load_checkpoint(tmp_path / "sig" / "last.pt")
-    assert ckpt["epoch"] == 0 and 1 <= ckpt["step"] < 10
+    assert ckpt["epoch"] == 0 and 1 <= ckpt["step"] < 6
     r = subprocess.run(args + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resumed {tmp_path / 'sig' / 'last.pt'} at epoch 0, step {ckpt['step']}" in r.stdout + r.stderr
-    assert sorted(losses(tmp_path / "sig")) == list(range(1, 11))
+    assert sorted(losses(tmp_path / "sig")) == list(range(1, 7))
 
 
 def run_train(*args):
+    """The command in a process of its own, as a user runs it (a pipe: log lines, no bar)."""
     return subprocess.run([sys.executable, "-m", "model.train", "--device", "cpu", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
 
+def train_cli(*args):
+    """The same command in this process, through common.cli.run (`error:` lines, exit 2): no second start-up
+    of torch and DALI. Returns click's Result: exit_code, output (stdout and stderr)."""
+    from model.train import main
+    return invoke(main, ["--device", "cpu", *args])
+
+
 def test_errors(train_shards, tmp_path):
-    r = run_train("--shards", str(tmp_path / "none"))
-    assert r.returncode == 2 and "manifest.json: not found" in r.stderr and "make_shards" in r.stderr
+    r = train_cli("--shards", str(tmp_path / "none"))
+    assert r.exit_code == 2 and "manifest.json: not found" in r.output and "make_shards" in r.output
     nopca = tmp_path / "nopca"
     shutil.copytree(train_shards, nopca)
     (nopca / "pca.json").unlink()
-    r = run_train("--shards", str(nopca), "--runs", str(tmp_path))
-    assert r.returncode == 2 and "pca.json: not found" in r.stderr and "compute_pca" in r.stderr
-    r = run_train("--shards", str(train_shards), "--backend", "tensorflow")
-    assert r.returncode == 2 and "tensorflow" in r.stderr
+    r = train_cli("--shards", str(nopca), "--runs", str(tmp_path))
+    assert r.exit_code == 2 and "pca.json: not found" in r.output and "compute_pca" in r.output
+    assert not (tmp_path / "alexnet").exists()  # the data is checked before the run folder is made
+    r = train_cli("--shards", str(train_shards), "--backend", "tensorflow")
+    assert r.exit_code == 2 and "tensorflow" in r.output
     # a checkpoint for another class count
     run = tmp_path / "other"
     run.mkdir()
     save_checkpoint(run / "last.pt", {"arch": {"variant": "paper", "num_classes": 1000}})
-    r = run_train("--shards", str(train_shards), "--runs", str(tmp_path), "--name", "other", "--resume")
-    assert r.returncode == 2 and "num_classes': 1000" in r.stderr and "num_classes': 4" in r.stderr
+    r = train_cli("--shards", str(train_shards), "--runs", str(tmp_path), "--name", "other", "--resume")
+    assert r.exit_code == 2 and "num_classes': 1000" in r.output and "num_classes': 4" in r.output
 
 
 def files(run_dir) -> dict[str, tuple]:
@@ -176,15 +214,15 @@ def test_run_folder_refusal_resume_and_overwrite(train_shards, tmp_path):
     assert "\r" not in r.stdout + r.stderr and "[train] step=3 epoch=1 " in r.stdout  # no bar in a pipe: lines
     before = files(run)
 
-    r = run_train(*base, "--name", "r", "--epochs", "1")
-    assert r.returncode == 2
-    assert f"error: {run} already holds a run; continue it with --resume, start it again with --overwrite" in r.stderr
-    assert "another --name" in r.stderr
-    r = run_train(*base, "--name", "r", "--epochs", "2", "--resume", "--batch-size", "8")
-    assert r.returncode == 2 and "--batch-size 16 (now 8)" in r.stderr
-    assert "resume: --batch-size 16 -> 8 (refused)" in r.stdout
-    r = run_train(*base, "--name", "r", "--resume", "--overwrite")
-    assert r.returncode == 2 and "--resume and --overwrite contradict" in r.stderr
+    r = train_cli(*base, "--name", "r", "--epochs", "1")
+    assert r.exit_code == 2
+    assert f"error: {run} already holds a run; continue it with --resume, start it again with --overwrite" in r.output
+    assert "another --name" in r.output
+    r = train_cli(*base, "--name", "r", "--epochs", "2", "--resume", "--batch-size", "8")
+    assert r.exit_code == 2 and "--batch-size 16 (now 8)" in r.output
+    assert "resume: --batch-size 16 -> 8 (refused)" in r.output
+    r = train_cli(*base, "--name", "r", "--resume", "--overwrite")
+    assert r.exit_code == 2 and "--resume and --overwrite contradict" in r.output
     assert files(run) == before  # nothing of the first run changed
 
     # resume with another --lr, killed mid-epoch after step 4 was logged (the checkpoint is at step 3)
@@ -197,9 +235,9 @@ def test_run_folder_refusal_resume_and_overwrite(train_shards, tmp_path):
     proc.kill()
     proc.wait(timeout=60)
     assert max(losses(run)) >= 4 and load_checkpoint(run / "last.pt")["step"] == 3
-    r = run_train(*more)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "resume: --lr 0.01 -> 0.005" in r.stdout and "after step 3 dropped" in r.stdout
+    r = train_cli(*more)
+    assert r.exit_code == 0, r.output[-3000:]
+    assert "resume: --lr 0.01 -> 0.005" in r.output and "after step 3 dropped" in r.output
     records = read_metrics(run / "metrics.jsonl")
     assert [x["step"] for x in records if x["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert [(x["step"], x["epoch"]) for x in records if x["kind"] == "eval"] == [(3, 1), (6, 2)]
@@ -211,12 +249,12 @@ def test_run_folder_refusal_resume_and_overwrite(train_shards, tmp_path):
     assert {"epoch-002.pt", "model.pt"} <= {p.name for p in run.iterdir()}
 
     # --resume FOLDER and --resume FILE, into new run folders (nothing left to train: they load and stop)
-    r = run_train(*base, "--name", "from-folder", "--epochs", "2", "--resume", str(run))
-    assert r.returncode == 0 and f"resumed {run / 'last.pt'} at epoch 2, step 6" in r.stdout + r.stderr
-    r = run_train(*base, "--name", "from-file", "--epochs", "1", "--resume", str(run / "epoch-001.pt"))
-    assert r.returncode == 0 and f"resumed {run / 'epoch-001.pt'} at epoch 1, step 3" in r.stdout + r.stderr
+    r = train_cli(*base, "--name", "from-folder", "--epochs", "2", "--resume", str(run))
+    assert r.exit_code == 0 and f"resumed {run / 'last.pt'} at epoch 2, step 6" in r.output
+    r = train_cli(*base, "--name", "from-file", "--epochs", "1", "--resume", str(run / "epoch-001.pt"))
+    assert r.exit_code == 0 and f"resumed {run / 'epoch-001.pt'} at epoch 1, step 3" in r.output
 
-    r = run_train(*base, "--name", "r", "--epochs", "1", "--max-steps", "1", "--keep-every", "0", "--overwrite")
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = train_cli(*base, "--name", "r", "--epochs", "1", "--max-steps", "1", "--keep-every", "0", "--overwrite")
+    assert r.exit_code == 0, r.output[-3000:]
     assert not (run / "epoch-002.pt").exists() and not (run / "epoch-001.pt").exists()
     assert max(losses(run)) == 1 and len(json.loads((run / "config.json").read_text())["history"]) == 1

@@ -15,7 +15,6 @@ sampled after every epoch. A thin command over measure.loader_speed.
 """
 from __future__ import annotations
 
-import os
 from functools import partial
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 from common import cli
 from common.device import default_device
 from common.files import write_json
-from common.parallel import default_workers
+from common.parallel import available_cores, default_workers
 from common.timing import best_of
 from measure.loader_speed import bench_loader, decode_dali, decode_pillow, decode_rate
 from pipeline import BACKENDS, DEVICES, open_dataset
@@ -80,7 +79,7 @@ def main(shards, backends, device, batch_size, workers, batches, seconds, warmup
     results = best_of(runs, repeat, rate=lambda r: r["images_per_s"])
     print_table(results)
     report = {"device": device, "workers": workers, "batch_size": batch_size, "repeat": repeat, "results": results,
-              "cpu": os.cpu_count(), "gpu": torch.cuda.get_device_name() if device == "cuda" else None}
+              "cpu": available_cores(), "gpu": torch.cuda.get_device_name() if device == "cuda" else None}
     if json_path:
         write_json(json_path, report)
     click.echo(f"bench: {len(results)} contenders, best of {repeat} rounds, batch {batch_size}, {workers} workers")

@@ -3,6 +3,7 @@
     loader_checks.py  position-coded shards; DALI on the GPU vs on the CPU vs the reference loader: windows,
                       flips, labels, pixels, val exactly once, the 10 windows, mid-epoch resume
     loader_speed.py   images/s of the loaders and of plain decoding, per decoder setting; memory
+    decoders.py       which JPEG decoder DALI's pipeline really used (nvImageCodec's log): a quiet CPU fallback
     model_checks.py   AlexNet on random tensors vs real batches; DDP (two gloo ranks, a one-rank smoke test)
     lrn.py            this project's LRN against torch.nn.LocalResponseNorm
     gpu_report.py     the plan, data, sections and report of tools/gpu_check.py

@@ -14,8 +14,9 @@ import torch
 
 from common.parallel import ordered_map
 from common.timing import Clock, Timing, endless, synchronizer
+from measure.decoders import decoder_census, decode_only
 from pipeline import make_loader, open_dataset
-from shardkit.format import index_path, read_samples
+from shardkit.format import read_samples
 from shardkit.stats import decode_chunk, plan_chunks
 
 
@@ -88,16 +89,7 @@ def decode_rate(tars, fn, workers: int, seconds: float | None = None) -> Timing:
 
 def decode_dali(tars, device: str, batch_size: int, workers: int, batches: int) -> Timing:
     """DALI's decoder alone (mixed on CUDA, CPU otherwise) on the same JPEGs."""
-    from nvidia.dali import fn, pipeline_def
-
-    @pipeline_def(batch_size=batch_size, num_threads=workers, device_id=0 if device == "cuda" else None)
-    def decode_only():
-        jpegs, _ = fn.readers.webdataset(paths=[str(t) for t in tars], index_paths=[str(index_path(t)) for t in tars],
-                                         ext=["jpg", "cls"])
-        return fn.decoders.image(jpegs, device="mixed" if device == "cuda" else "cpu")
-
-    pipe = decode_only()
-    pipe.build()
+    pipe = decode_only(tars, device, batch_size, workers, {"device": "mixed" if device == "cuda" else "cpu"}, False)
     clock = Clock(batches, warmup=3, sync=synchronizer(torch.device(device)))
     for _ in clock:
         pipe.run()
@@ -115,8 +107,8 @@ def free_gpu_memory() -> int:
 
 def loader_section(shards: Path, device: torch.device, workers: int, batch_size: int, batches: int,
                    seconds: float, result: dict, deadline) -> None:
-    """gpu_check: images/s of the DALI train pipeline per decoder setting, the reference loader, and plain
-    decoding; GPU memory each loader holds."""
+    """gpu_check: images/s of the DALI train pipeline per decoder setting, the reference loader (workers and
+    prefetch fitted to /dev/shm), and plain decoding; GPU memory each loader holds; which decoder DALI used."""
     from pipeline.dali import HW_DECODER_LOAD, ROI_DECODE, DaliLoader
     rows = result.setdefault("results", [])
     gpu = device.type == "cuda"
@@ -130,20 +122,53 @@ def loader_section(shards: Path, device: torch.device, workers: int, batch_size:
         t = time_loader(loader, device, batches=batches, warmup=warmup, seconds=seconds)
         mem = (free0 - torch.cuda.mem_get_info()[0]) / 2**20 if gpu else None  # while the loader is alive
         rows.append({"backend": backend, "decoder": decoder, "hw_decoder_load": hw, "batch_size": batch_size,
-                     "images_per_s": t.per_s, "gpu_mem_mb": mem, "batches": t.steps})
+                     "images_per_s": t.per_s, "gpu_mem_mb": mem, "batches": t.steps, "images": t.items,
+                     "seconds": t.seconds})
+        if getattr(loader, "worker_plan", None):  # the reference loader: what /dev/shm allowed
+            rows[-1]["worker_plan"] = loader.worker_plan
 
-    for hw in (0.0, 0.65, 1.0) if gpu else (None,):
+    decoder_backends(spec, device, workers, result, deadline)
+    for hw in HW_LOADS if gpu else (None,):
         for roi in (True, False):
             opts = {"hw_decoder_load": hw} if hw is not None else {}
             row("dali", ("mixed" if gpu else "cpu") + (" window" if roi else " full+crop"), hw,
                 lambda: DaliLoader(spec, batch_size, device=device, rank=0, world_size=1, seed=0, augment=True,
                                    ten_crop=False, workers=workers, limit=None, roi_decode=roi, **opts), 5)
             deadline.stop_if_over(f"DALI hw_decoder_load={hw} roi={roi}")
+    result["hw_load_spread"] = hw_load_spread(rows) if gpu else None
     row("reference", f"pillow, {workers} processes", None,
         lambda: make_loader(shards, "train", batch_size, backend="torch", device=device, workers=workers), 3)
     deadline.stop_if_over("reference loader")
     t = decode_rate(spec.tars, decode_chunk, workers, seconds)
     rows.append({"backend": "decode-only", "decoder": f"opencv, {workers} processes", "hw_decoder_load": None,
-                 "batch_size": batch_size, "images_per_s": t.per_s, "gpu_mem_mb": None})
+                 "batch_size": batch_size, "images_per_s": t.per_s, "gpu_mem_mb": None, "images": t.items,
+                 "seconds": t.seconds})
     best = max((r for r in rows if r["backend"] == "dali"), key=lambda r: r["images_per_s"])
     result["best_dali"] = {k: best[k] for k in ("decoder", "hw_decoder_load", "images_per_s")}
+
+
+HW_LOADS = (0.0, 0.65, 1.0)
+SAME_RATE = 0.03  # images/s within 3% for every hw_decoder_load: the hardware decoder share changes nothing
+
+
+def decoder_backends(spec, device: torch.device, workers: int, result: dict, deadline) -> None:
+    """Which decoder DALI's pipeline used per setting (measure.decoders: nvImageCodec's log): a mixed decoder
+    that quietly fell back to the CPU is reported as such (`decoder_fallback`)."""
+    settings = [(hw, roi) for hw in HW_LOADS for roi in (True, False)] if device.type == "cuda" else [(None, True)]
+    census = result.setdefault("decoder_backends", [])
+    for hw, roi in settings:
+        census.append(decoder_census(spec.tars, spec.size, device, workers=workers, hw_decoder_load=hw, roi=roi))
+        deadline.stop_if_over(f"decoder census hw_decoder_load={hw} roi={roi}")
+    result["decoder_fallback"] = any(c["verdict"].startswith(("CPU FALLBACK", "PARTLY")) for c in census)
+    result["decoder_notes"] = sorted({n for c in census for n in c["notes"]})
+
+
+def hw_load_spread(rows: list[dict]) -> dict:
+    """Per decode mode, (max - min) / max of the DALI images/s over hw_decoder_load: near 0 means the share
+    sent to the hardware decoder made no difference (no such decoder, or not used for this mode)."""
+    out = {}
+    for mode in {r["decoder"] for r in rows if r["backend"] == "dali"}:
+        rates = [r["images_per_s"] for r in rows if r["backend"] == "dali" and r["decoder"] == mode]
+        spread = (max(rates) - min(rates)) / max(rates) if len(rates) > 1 and max(rates) > 0 else None
+        out[mode] = {"spread": spread, "same_for_every_load": spread is not None and spread < SAME_RATE}
+    return out
