@@ -7,7 +7,9 @@
 
 A crash or an exception leaves the previous file (if any) untouched and no temporary file behind: readers
 see either the old complete file or the new complete one, never a part. A kill -9 can leave a temporary
-`.NAME.PID.partial`; remove_stale_partials() clears those of dead processes, and the writers call it first.
+`.NAME.HOST-PID.partial`; remove_stale_partials() clears those of dead processes of this host (never another
+machine's: several may write into one shared folder, e.g. the parts of a conversion), and the writers call it
+first.
 A full disk (ENOSPC) becomes DiskFull, one line naming the folder, its free space and what is still needed.
 """
 from __future__ import annotations
@@ -17,13 +19,15 @@ import json
 import os
 import re
 import shutil
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
 from common.errors import DataError
 
-PARTIAL = re.compile(r"^\..+\.(\d+)\.partial$")
+PARTIAL = re.compile(r"^\..+\.([^.]*)-(\d+)\.partial$")  # .NAME.HOST-PID.partial
+HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())
 
 
 class DiskFull(DataError):
@@ -35,8 +39,8 @@ class DiskFull(DataError):
 
 
 def partial_path(path: Path) -> Path:
-    """The temporary sibling of `path` (hidden, per process, so concurrent writers do not collide)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.partial")
+    """The temporary sibling of `path` (hidden, per host and process, so concurrent writers do not collide)."""
+    return path.with_name(f".{path.name}.{HOST}-{os.getpid()}.partial")
 
 
 def _alive(pid: int) -> bool:
@@ -50,11 +54,12 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_partials(folder: Path) -> int:
-    """Delete the temporary files that killed writers left in `folder` (never a live process's); return how many."""
+    """Delete the temporary files that killed writers of this host left in `folder` (never a live process's, nor
+    another host's, whose processes cannot be seen from here); return how many."""
     n = 0
     for p in Path(folder).glob(".*.partial"):
         m = PARTIAL.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+        if m and m.group(1) == HOST and int(m.group(2)) != os.getpid() and not _alive(int(m.group(2))):
             p.unlink(missing_ok=True)
             n += 1
     return n

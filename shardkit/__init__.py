@@ -12,6 +12,7 @@
     imaging.py        decode, antialiased resize + centre crop, baseline JPEG encode
     convert.py        the conversion (tools/make_shards.py)
     stats.py          exact RGB statistics and PCA (tools/compute_pca.py)
+    parts.py          one conversion or PCA split over machines: --part K/N, --merge N
     verify.py         sizes, SHA-256 and decoding against the manifest (tools/verify_shards.py)
     demo_data.py      the synthetic demo tree and photo-like benchmark sources
     demo_archives.py  the demo tree packed as the official files, Hugging Face's and timm's copies (tests, benchmarks)

@@ -18,6 +18,12 @@ Each shard's size and SHA-256 (tar and index) are recorded in its state file and
 while writing. With `verify`, a finished shard is kept only if its files still have those sizes and hashes;
 any other is made again (shardkit/verify.py finds them; this repairs them). A full disk stops with one line
 (common.files.DiskFull) and keeps every finished shard; the re-run after freeing space completes them.
+
+Several machines: `part=Part(k, n)` makes only every n-th shard (counted over the splits in order, from k - 1)
+and then its record OUT/.make_shards/part-K-of-N.json; `merge=n` checks the n records (shardkit.parts) and
+writes the manifest from the shards' state files. Every machine lists the same sources and plans the same
+shards, so the result is byte for byte that of one run. The manifest holds no timings (how a run went is in
+OUT/.make_shards/conversion.json), so its bytes, too, depend only on the sources and options.
 """
 from __future__ import annotations
 
@@ -31,10 +37,11 @@ from pathlib import Path
 import click
 import numpy as np
 
-from shardkit import archives, imaging, inputs, sources
+from shardkit import archives, imaging, inputs, layouts, parts, sources
 from shardkit.stream import Spilled, read_spilled, spill_complete
 from common.errors import ConfigError, DataError
-from common.files import full_disk_as_error, read_json, remove_stale_partials, write_json
+from common.files import full_disk_as_error, partial_path, read_json, remove_stale_partials, write_json
+from shardkit.parts import Part
 from shardkit.format import FORMAT_VERSION, MANIFEST, PackedSample, ShardWriter, file_sha256, index_path, \
     pack_sample, shard_name, split_formats
 from common.parallel import default_workers, ordered_map
@@ -43,6 +50,7 @@ from common.progress import progress_bar
 SPLITS = ("train", "val")
 CHECKSUMS = ("bytes", "sha256", "index_bytes", "index_sha256")  # per shard, in the manifest as shard_<name>
 STATE_DIR = ".make_shards"
+CONVERSION = "conversion.json"  # in STATE_DIR: how the last run went (images, seconds, workers)
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,8 @@ class Options:
     devkit: str | None = None         # ILSVRC2012_devkit_t12.tar.gz or its folder
     verify: bool = False  # re-hash finished shards and re-make those whose bytes changed
     layout: str | None = None  # which layout of --src to read when it holds two (shardkit.layouts.NAMES)
+    part: Part | None = None   # make only part K of N (shardkit.parts); the manifest waits for the merge
+    merge: int | None = None   # write the manifest of N finished parts
 
 
 @dataclass
@@ -146,8 +156,9 @@ class ShardState:
         write_json(self.dir / f"{shard.name}.json", state)
 
 
-def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tuple[dict, int]:
-    """Write every shard of one split that is not done yet; return its manifest entry and images converted."""
+def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tuple[dict[int, dict], int]:
+    """Write every shard given (of one split) that is not done yet; return each one's state, by shard index,
+    and the images converted."""
     results: dict[int, dict] = {}
     pending = []
     for shard in shards:
@@ -162,7 +173,7 @@ def convert_split(shards: list[Shard], opts: Options, state: ShardState) -> tupl
         click.echo(f"{split}: {len(results)} of {len(shards)} shards already done, kept")
     writing = SplitWriting(split, pending, opts)
     writing.run(state, results)
-    return split_entry(shards, results), writing.total
+    return results, writing.total
 
 
 class SplitWriting:
@@ -237,7 +248,7 @@ def split_entry(shards: list[Shard], results: dict[int, dict]) -> dict:
 def require_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{id(out)}"
+        probe = partial_path(out / ".write-test")  # per host and process: parts may share the folder
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
@@ -249,6 +260,8 @@ def convert(opts: Options) -> dict:
     unknown = [s for s in opts.splits if s not in SPLITS]
     if unknown or not opts.splits:
         raise ConfigError(f"--splits: unknown split(s) {unknown}; use {' and/or '.join(SPLITS)}")
+    if opts.part and opts.merge:
+        raise ConfigError("--part and --merge: a part makes shards, the merge joins all of them; give one")
     if opts.workers is None:
         opts = replace(opts, workers=default_workers())
     t0 = time.perf_counter()
@@ -261,50 +274,104 @@ def convert(opts: Options) -> dict:
 def _convert(opts: Options, out: Path, t0: float) -> dict:
     for folder in (out, out / STATE_DIR):  # temporary files of a run killed with -9
         remove_stale_partials(folder)
+    refuse_streamed_parts(opts)
     found = inputs.resolve(opts.src, splits=opts.splits, train_archive=opts.train_archive,
                            val_archive=opts.val_archive, devkit=opts.devkit, val_labels=opts.val_labels,
                            workers=opts.workers, layout=opts.layout,
                            streaming=inputs.Streaming(out / STATE_DIR, opts.size, opts.quality))
-    indexed = (f"; archives indexed in {found.index_seconds:.1f} s" if found.archives else "") + \
-        "".join(f"; {how}" for how in found.how)
-    click.echo(f"make_shards: {', '.join(sorted(set(found.origins.values())))} -> {out}: {len(found.classes)} "
-               "classes, " + ", ".join(f"{s} {len(l.items)} images" for s, l in found.listings.items())
-               + f"; {opts.workers} workers{indexed}")
+    doing = f" (part {opts.part.name})" if opts.part else f" (merge of {opts.merge} parts)" if opts.merge else ""
+    click.echo(f"make_shards{doing}: {', '.join(sorted(set(found.origins.values())))} -> {out}: "
+               f"{len(found.classes)} classes, " + ", ".join(f"{s} {len(l.items)} images"
+                                                          for s, l in found.listings.items())
+               + f"; {opts.workers} workers{_indexed(found)}")
     for note in found.notes:
         click.echo(f"note: {note}")
-    manifest = new_manifest(opts, found, _previous(out, found.classes, opts.splits))
+    plans = plan_all(opts, found)
     state = ShardState(out, verify=opts.verify)
-    converted, removed = {}, 0
+    if opts.merge:
+        return merge_parts(opts, out, found, plans, state, t0)
+    if opts.part:
+        done = {split: convert_split(shards, opts, state) for split, shards in part_of(opts.part, plans).items()}
+        run = run_record(opts, found, sum(n for _, n in done.values()), t0)
+        return finish_part(opts, out, found, plans, {split: r for split, (r, _) in done.items()}, run)
+    manifest, removed, converted = new_manifest(opts, found, _previous(out, found.classes, opts.splits)), 0, 0
+    for split, shards in plans.items():
+        if split in found.restream and _needs_pass(shards, opts, out):  # a streamed split whose spill is gone
+            found.listings[split] = found.restream[split]()
+            shards = plans[split] = plan_shards(split, found.listings[split].items, opts.shard_size, opts.seed)
+        results, n = convert_split(shards, opts, state)
+        converted += n
+        removed += add_split(opts, out, found, manifest, split, shards, results)
+        if split in found.spills:  # the streamed split's converted images are all in its shards now
+            found.spills[split].unlink(missing_ok=True)
+    return finish(opts, out, found, manifest, run_record(opts, found, converted, t0), removed, state)
+
+
+def _indexed(found: inputs.Inputs) -> str:
+    """What reading the sources took beside converting: archive headers indexed, streamed splits."""
+    return (f"; archives indexed in {found.index_seconds:.1f} s" if found.archives else "") + \
+        "".join(f"; {how}" for how in found.how)
+
+
+def refuse_streamed_parts(opts: Options) -> None:
+    """A streamed layout (Hugging Face's) is converted while it is read, in one pass into one spill file: it
+    cannot be split over machines. Checked before anything is read."""
+    if not (opts.part or opts.merge) or not opts.src:
+        return
+    named = {"train": opts.train_archive, "val": opts.val_archive}
+    needed = tuple(s for s in inputs.SPLIT_ORDER if s in opts.splits and not named[s])
+    found = layouts.recognize(Path(opts.src), needed, opts.layout, classes=not opts.train_archive) if needed else None
+    if found is not None and found.name.startswith("hf-"):  # as shardkit.inputs tells a streamed layout
+        raise ConfigError(f"--src {opts.src}: {found.title}: a streamed layout is read and "
+                          "converted in one pass, so --part/--merge cannot split it; convert it on one machine "
+                          "(the shards are the same bytes)")
+
+
+def run_record(opts: Options, found: inputs.Inputs, converted: int, t0: float) -> dict:
+    """How this run went (STATE_DIR/conversion.json): kept apart from the manifest, whose bytes depend only on
+    the sources and options."""
+    dt = time.perf_counter() - t0
+    return {"images": converted, "seconds": round(dt, 3), "images_per_s": round(converted / dt, 1),
+            "workers": opts.workers, "index_seconds": round(found.index_seconds, 3)}
+
+
+def plan_all(opts: Options, found: inputs.Inputs) -> dict[str, list[Shard]]:
+    """Every shard of every split, in order (the same plan on every machine and for every part)."""
+    plans = {}
     for split, listing in found.listings.items():
         if opts.strict and listing.skipped:
             s = listing.skipped[0]
             raise DataError(f"{_shown(opts, s['path'])}: {s['reason']} (--strict)")
-        shards = plan_shards(split, listing.items, opts.shard_size, opts.seed)
-        if split in found.restream and _needs_pass(shards, opts, out):
-            listing = found.listings[split] = found.restream[split]()
-            shards = plan_shards(split, listing.items, opts.shard_size, opts.seed)
-        entry, converted[split] = convert_split(shards, opts, state)
-        if not entry["samples"]:
-            raise _no_images(found.origins[split], split, listing, entry)
-        entry["skipped"] = listing.skipped + entry["skipped"]
-        entry.update({"ignored_files": listing.ignored, "seed": opts.seed if split == "train" else None,
-                      "shard_size": opts.shard_size, "source": found.origins[split], "format": FORMAT_VERSION})
-        manifest["splits"][split] = entry
-        write_json(out / MANIFEST, manifest)  # after each split, so a later failure keeps this one
-        removed += remove_stale(out, split, entry["shards"], [s.name for s in shards])
-        if split in found.spills:  # the streamed split's converted images are all in its shards now
-            found.spills[split].unlink(missing_ok=True)
-    dt = time.perf_counter() - t0
-    n_converted = sum(converted.values())
-    if n_converted:  # how the last conversion went (a re-run that converted nothing keeps the old record)
-        manifest["conversion"] = {"images": n_converted, "seconds": round(dt, 3),
-                                  "images_per_s": round(n_converted / dt, 1), "workers": opts.workers,
-                                  "index_seconds": round(found.index_seconds, 3)}
-        write_json(out / MANIFEST, manifest)
+        plans[split] = plan_shards(split, listing.items, opts.shard_size, opts.seed)
+    return plans
+
+
+def part_of(part: Part | None, plans: dict[str, list[Shard]]) -> dict[str, list[Shard]]:
+    """The shards of part K of N: every N-th shard counted over all splits in order (all of them for None)."""
+    if part is None:
+        return plans
+    numbered = enumerate(s for shards in plans.values() for s in shards)
+    mine = {id(s) for i, s in numbered if part.owns(i)}
+    return {split: [s for s in shards if id(s) in mine] for split, shards in plans.items()}
+
+
+def add_split(opts: Options, out: Path, found: inputs.Inputs, manifest: dict, split: str, shards: list[Shard],
+              results: dict[int, dict]) -> int:
+    """The split's entry written into manifest.json at once (a later split's failure keeps this one); shards of
+    an earlier run that the manifest no longer lists are removed (returns how many)."""
+    manifest["splits"][split] = manifest_entry(opts, found, split, shards, results)
+    write_json(out / MANIFEST, manifest)
+    return remove_stale(out, split, manifest["splits"][split]["shards"], [s.name for s in shards])
+
+
+def finish(opts: Options, out: Path, found: inputs.Inputs, manifest: dict, run: dict, removed: int,
+           state: ShardState) -> dict:
+    if run["images"] or run.get("parts"):  # how it went (a re-run that converted nothing keeps the old record)
+        write_json(out / STATE_DIR / CONVERSION, run)
     if opts.verify:
         click.echo(f"verify: {len(state.remade)} finished shard(s) no longer matched their checksums and were made "
                    "again" + (": " + ", ".join(state.remade) if state.remade else ""))
-    report(manifest, list(found.listings), dt, n_converted, removed, indexed)
+    report(manifest, list(found.listings), run["seconds"], run["images"], removed, _indexed(found))
     return manifest
 
 
@@ -318,12 +385,78 @@ def _needs_pass(shards: list[Shard], opts: Options, out: Path) -> bool:
     return any(state.done(s, s.fingerprint(opts)) is None for s in shards)
 
 
+def manifest_entry(opts: Options, found: inputs.Inputs, split: str, shards: list[Shard],
+                   results: dict[int, dict]) -> dict:
+    listing = found.listings[split]
+    entry = split_entry(shards, results)
+    if not entry["samples"]:
+        raise _no_images(found.origins[split], split, listing, entry)
+    entry["skipped"] = listing.skipped + entry["skipped"]
+    entry.update({"ignored_files": listing.ignored, "seed": opts.seed if split == "train" else None,
+                  "shard_size": opts.shard_size, "source": found.origins[split], "format": FORMAT_VERSION})
+    return entry
+
+
+def part_identity(opts: Options, found: inputs.Inputs) -> dict:
+    """What a part's shards are made from and with: equal in every part of one job, checked by the merge."""
+    options = {"size": opts.size, "quality": opts.quality, "shard_size": opts.shard_size, "seed": opts.seed,
+               "splits": list(opts.splits), "strict": opts.strict, "format": FORMAT_VERSION}
+    lines = [json.dumps([found.classes, found.class_names])]
+    for split, listing in found.listings.items():
+        lines.append(json.dumps([split, listing.ignored, listing.skipped]))
+        lines += (f"{it.path}\0{it.label}\0{it.key}" for it in listing.items)
+    return {"options": options, "sources": parts.fingerprint(lines)}
+
+
+def finish_part(opts: Options, out: Path, found: inputs.Inputs, plans: dict[str, list[Shard]],
+                results: dict[str, dict[int, dict]], run: dict) -> dict:
+    """Part K of N is done: its record (written last) lets the merge find it; no manifest yet."""
+    names = [shards_done["tar"] for r in results.values() for shards_done in r.values() if shards_done["tar"]]
+    record = {**part_identity(opts, found), "shards": names, "conversion": run}
+    parts.write_record(out / STATE_DIR / opts.part.record_name(), opts.part, record)
+    images = sum(d["samples"] for r in results.values() for d in r.values())
+    total = sum(len(s) for s in plans.values())
+    click.echo(f"done: part {opts.part.name}: {images} images in {len(names)} of the {total} shards, "
+               f"{run['seconds']:.1f} s, {run['images'] / max(run['seconds'], 1e-9):.0f} images/s "
+               f"({run['images']} converted this run); when every part is done: make_shards ... --merge "
+               f"{opts.part.n}")
+    return record
+
+
+def merge_parts(opts: Options, out: Path, found: inputs.Inputs, plans: dict[str, list[Shard]], state: ShardState,
+                t0: float) -> dict:
+    """--merge N: the manifest of N finished parts, refused (naming each bad part) before anything is written."""
+    n = opts.merge
+    numbered = [(i, s) for i, s in enumerate(s for shards in plans.values() for s in shards)]
+    done = {id(s): state.done(s, s.fingerprint(opts)) for _, s in numbered}
+
+    def progress(part: Part) -> tuple[int, int]:
+        mine = [s for i, s in numbered if part.owns(i)]
+        return sum(done[id(s)] is not None for s in mine), len(mine)
+
+    command = "python tools/make_shards.py (the same options)"
+    problems = parts.check_parts(n, part_identity(opts, found), where=lambda part: out / STATE_DIR / part.record_name(),
+                                 command=command, progress=progress)
+    if not problems:  # every part says it finished: its shards must still be there
+        problems = [f"part {Part(i % n + 1, n).name}: {s.name} missing or changed since the part finished: run "
+                    f"`{command} --part {Part(i % n + 1, n).name}` again" for i, s in numbered if done[id(s)] is None]
+    if problems:
+        raise parts.refuse(out, n, problems)
+    runs = [parts.read_record(out / STATE_DIR / Part(k, n).record_name()).get("conversion", {})
+            for k in range(1, n + 1)]
+    run = {**run_record(opts, found, 0, t0), "parts": runs}  # this run converts nothing; the parts did
+    manifest, removed = new_manifest(opts, found, _previous(out, found.classes, opts.splits)), 0
+    for split, shards in plans.items():
+        removed += add_split(opts, out, found, manifest, split, shards, {s.index: done[id(s)] for s in shards})
+    return finish(opts, out, found, manifest, run, removed, state)
+
+
 def new_manifest(opts: Options, found: inputs.Inputs, previous: dict) -> dict:
-    """The manifest this run writes, keeping an earlier run's splits, conversion record and class names."""
+    """The manifest this run writes, keeping an earlier run's splits and class names. Nothing in it depends on
+    when, where or how fast it was made (that is STATE_DIR/conversion.json), so the same sources and options
+    give the same bytes, in one run or in parts."""
     manifest = {"format": FORMAT_VERSION, "size": opts.size, "quality": opts.quality, "classes": found.classes,
                 "splits": dict(previous.get("splits", {})), "created_by": "tools/make_shards.py"}
-    if "conversion" in previous:
-        manifest["conversion"] = previous["conversion"]
     if found.class_names or "class_names" in previous:  # words of each class, for tools that show classes
         manifest["class_names"] = found.class_names or previous["class_names"]
     return manifest

@@ -8,9 +8,15 @@ variances; column j of eigvec is the unit eigenvector of eigval[j], its largest-
 positive (the sign rule, so runs agree). Work is split into chunks of samples read by offset through the DALI
 index, decoded with OpenCV (libjpeg-turbo) in worker processes. A pca.json made with the same shards and
 options is kept (unless `force`); a recomputed one replaces it only once complete.
+
+Several machines: `part=Part(k, n)` sums every n-th chunk and writes the exact integer sums to
+OUT_DIR/.compute_pca/pca.json.part-K-of-N.json; `merge=n` adds the n parts' sums (refusing, naming the part, a
+missing one or one made from other shards, options or decoder) and writes pca.json: integers add up the same
+in any order, so it is byte for byte the one-machine pca.json. No timing goes into pca.json (it is printed).
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -20,8 +26,10 @@ import click
 import cv2
 import numpy as np
 
-from common.errors import DataError
+from common.errors import ConfigError, DataError
 from common.files import atomic_write, full_disk_as_error, read_json, write_json
+from shardkit import parts
+from shardkit.parts import Part
 from shardkit.format import MANIFEST, PCA, index_path, load_manifest, read_index, read_samples, \
     split_shards
 from common.parallel import default_workers, ordered_map
@@ -30,6 +38,8 @@ from common.progress import progress_bar
 CHUNK = 256  # samples per task: small enough to balance 2 workers on a few shards
 PAIRS = ((0, 1), (0, 2), (1, 2))
 BGR_TO_RGB = (2, 1, 0)
+DECODER = f"opencv {cv2.__version__}"  # the decoder's version is part of what the sums are made with
+PARTS_DIR = ".compute_pca"  # beside the output: part K of N's sums, part-K-of-N.json
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ class Options:
     out: str | None = None      # None: SHARDS/pca.json
     mean_image: bool = False
     force: bool = False         # recompute even when the existing output is up to date
+    part: Part | None = None    # sum only part K of N (shardkit.parts); pca.json waits for the merge
+    merge: int | None = None    # pca.json from the sums of N finished parts
 
 
 @dataclass
@@ -158,42 +170,115 @@ def statistics(sums: Sums) -> dict:
 
 
 def compute(opts: Options) -> dict:
-    """Compute (or keep, when up to date) the statistics of a shards folder; returns what pca.json holds."""
+    """Compute (or keep, when up to date) the statistics of a shards folder; returns what pca.json holds (with
+    `part`: that part's record; with `merge`: pca.json from the N part records)."""
+    if opts.part and opts.merge:
+        raise ConfigError("--part and --merge: a part sums its share, the merge joins all of them; give one")
     t0 = time.perf_counter()
     if opts.workers is None:
         opts = replace(opts, workers=default_workers())
     shards_dir = Path(opts.shards)
     out = Path(opts.out) if opts.out else shards_dir / PCA
     tars, _ = split_shards(shards_dir, "train", load_manifest(shards_dir))
-    source = {"manifest": str(shards_dir / MANIFEST), "shards": [t.name for t in tars],
+    # the manifest relative to the output, so that a copied or staged shards folder keeps its pca.json valid
+    source = {"manifest": os.path.relpath(shards_dir / MANIFEST, out.parent), "shards": [t.name for t in tars],
               "shard_bytes": [t.stat().st_size for t in tars], "max_images": opts.max_images,
               "seed": opts.seed if opts.max_images else None, "mean_image": opts.mean_image}
-    kept = up_to_date(out, source) if not opts.force else None
-    if kept is not None:
-        click.echo(f"compute_pca: {out} is up to date with {len(tars)} train shards, kept (--force to redo)")
-        return kept
+    if opts.merge:
+        total = merge_parts(out, source, opts.merge)
+    else:
+        kept = (part_done(out, source, opts.part) if opts.part else up_to_date(out, source)) if not opts.force else None
+        if kept is not None:
+            click.echo(f"compute_pca: {part_path(out, opts.part) if opts.part else out} is up to date with "
+                       f"{len(tars)} train shards, kept (--force to redo)")
+            return kept
+        total = sum_images(opts, tars)
+        if opts.part:
+            return write_part(out, source, opts.part, total, time.perf_counter() - t0)
+    return finish(opts, out, source, total, time.perf_counter() - t0)
+
+
+def sum_images(opts: Options, tars: list[Path]) -> Sums:
+    """The exact sums over the train images (of part K of N: every N-th chunk of samples)."""
     tasks = plan_chunks(tars, opts.max_images, opts.seed)
+    if opts.part:
+        tasks = [t for i, t in enumerate(tasks) if opts.part.owns(i)]
     n = sum(len(s) for _, s in tasks)
     subset = f" (a seeded random subset: --max-images {opts.max_images} --seed {opts.seed})" if opts.max_images else ""
-    click.echo(f"compute_pca: {n} images from {len(tars)} train shards{subset}, {opts.workers} workers")
+    part = f" (part {opts.part.name})" if opts.part else ""
+    click.echo(f"compute_pca{part}: {n} images from {len(tars)} train shards{subset}, {opts.workers} workers")
     total = Sums()
     work = partial(process_chunk, mean_image=opts.mean_image)
     with progress_bar(n, "pca") as bar:
-        for part, (_, samples) in zip(ordered_map(work, tasks, opts.workers, chunksize=1, ahead=2), tasks):
-            total.merge(part)
+        for done, (_, samples) in zip(ordered_map(work, tasks, opts.workers, chunksize=1, ahead=2), tasks):
+            total.merge(done)
             bar.update(len(samples))
+    return total
+
+
+def finish(opts: Options, out: Path, source: dict, total: Sums, seconds: float) -> dict:
+    """pca.json from the sums, and the summary. Nothing in it depends on when or how fast it was computed, so
+    the same shards and options give the same bytes (in one run or in parts)."""
     stats = statistics(total)
-    dt = time.perf_counter() - t0
-    stats.update({"source": source, "subset": bool(opts.max_images), "seconds": round(dt, 3),
-                  "created_by": "tools/compute_pca.py", "decoder": f"opencv {cv2.__version__}"})
+    stats.update({"source": source, "subset": bool(opts.max_images), "created_by": "tools/compute_pca.py",
+                  "decoder": DECODER})
     write_statistics(out, stats, total if opts.mean_image else None)
     np.set_printoptions(precision=4, suppress=True)
     click.echo(f"eigval {np.array(stats['eigval'])}  (fb.resnet.torch on ImageNet: [0.2175 0.0188 0.0045])")
     click.echo(f"eigvec (columns)\n{np.array(stats['eigvec'])}")
     click.echo(f"mean {np.array(stats['mean'])}  std {np.array(stats['std'])}")
     click.echo(f"done: {stats['images']} images, {stats['pixels']} pixels{' (subset)' if opts.max_images else ''}, "
-               f"{dt:.1f} s, {stats['images'] / dt:.0f} images/s -> {out}")
+               f"{seconds:.1f} s, {stats['images'] / seconds:.0f} images/s -> {out}")
     return stats
+
+
+def part_path(out: Path, part: Part) -> Path:
+    """Where part K of N of `out` keeps its sums: OUT_DIR/.compute_pca/<out name>.part-K-of-N.json."""
+    return out.parent / PARTS_DIR / f"{out.name}.{part.record_name()}"
+
+
+def part_identity(source: dict) -> dict:
+    """What a part's sums are made from and with, equal in every part of one job (the manifest's path aside:
+    machines may mount the shards in different places)."""
+    return {"source": {k: v for k, v in source.items() if k != "manifest"}, "decoder": DECODER}
+
+
+def part_done(out: Path, source: dict, part: Part) -> dict | None:
+    """Part K of N's record when it was summed from these shards with these options (and its .npy is there)."""
+    record = parts.read_record(part_path(out, part))
+    ok = record is not None and all(record.get(k) == v for k, v in part_identity(source).items())
+    return record if ok and (not source["mean_image"] or part_path(out, part).with_suffix(".npy").is_file()) else None
+
+
+def write_part(out: Path, source: dict, part: Part, total: Sums, seconds: float) -> dict:
+    """Part K of N's exact sums (integers, in JSON as they are) and, with --mean-image, its per-pixel sum."""
+    part_path(out, part).parent.mkdir(parents=True, exist_ok=True)
+    if total.pixel_sum is not None:
+        with atomic_write(part_path(out, part).with_suffix(".npy")) as f:
+            np.save(f, total.pixel_sum)
+    record = {**part_identity(source), "images": total.images, "pixels": total.pixels, "s": total.s, "q": total.q}
+    parts.write_record(part_path(out, part), part, record)
+    click.echo(f"done: part {part.name}: {total.images} images, {seconds:.1f} s, "
+               f"{total.images / max(seconds, 1e-9):.0f} images/s -> {part_path(out, part)}; when every part is "
+               f"done: compute_pca ... --merge {part.n}")
+    return record
+
+
+def merge_parts(out: Path, source: dict, n: int) -> Sums:
+    """The sums of N finished parts, refused (naming each bad part) before anything is written."""
+    problems = parts.check_parts(n, part_identity(source), where=lambda part: part_path(out, part),
+                                 command="python tools/compute_pca.py (the same options)",
+                                 progress=lambda part: (0, 0))
+    if problems:
+        raise parts.refuse(out, n, problems)
+    total = Sums()
+    for k in range(1, n + 1):
+        r = parts.read_record(part_path(out, Part(k, n)))
+        part = Sums(r["images"], r["pixels"], r["s"], r["q"])
+        if source["mean_image"]:
+            part.pixel_sum = np.load(part_path(out, Part(k, n)).with_suffix(".npy"), allow_pickle=False)
+        total.merge(part)
+    return total
 
 
 def up_to_date(out: Path, source: dict) -> dict | None:

@@ -328,7 +328,7 @@ def test_reshard_removes_shards_the_manifest_no_longer_lists(demo_tree, tmp_path
         assert on_disk == manifest["splits"][split]["shards"]
         assert sorted(p.name for p in out.glob(f"{split}-*.idx")) == [n[:-4] + ".idx" for n in on_disk]
     assert sorted(p.name for p in (out / ".make_shards").iterdir()) == \
-        sorted(f"{n}.json" for s in ("train", "val") for n in manifest["splits"][s]["shards"])
+        sorted(["conversion.json"] + [f"{n}.json" for s in ("train", "val") for n in manifest["splits"][s]["shards"]])
     assert "5 shards of an earlier run not in the manifest removed" in r.stdout  # 6 -> 2 train, 2 -> 1 val
 
 

@@ -3,6 +3,8 @@
     python tools/compute_pca.py --shards shards/
     python tools/compute_pca.py --shards shards/ --max-images 10000 --seed 0   # quick, seeded estimate
     python tools/compute_pca.py --shards shards/ --mean-image                  # also shards/mean_image.npy
+    python tools/compute_pca.py --shards shards/ --part 2/4                    # one of 4 machines
+    python tools/compute_pca.py --shards shards/ --merge 4                     # pca.json once all 4 are done
 
 A thin command over shardkit.stats (exact integer sums, the same bits for any --workers; see there).
 An up-to-date pca.json is kept; --force recomputes it and replaces it only when the new one is complete.
@@ -17,6 +19,7 @@ from pathlib import Path
 import click
 
 from common import cli
+from shardkit.parts import Part
 from shardkit.stats import Options, compute
 
 default = partial(cli.default, Options)
@@ -30,10 +33,12 @@ default = partial(cli.default, Options)
 @click.option("--out", type=click.Path(path_type=Path), help="Output path [default: SHARDS/pca.json].")
 @click.option("--mean-image", is_flag=True, help="Also write the per-pixel mean image (the paper's) as mean_image.npy.")
 @click.option("--force", is_flag=True, help="Recompute even if pca.json is up to date.")
-def main(shards, workers, max_images, seed, out, mean_image, force):
+@click.option("--part", "part", metavar="K/N", help="Sum only part K of N (one machine of N); no pca.json yet.")
+@click.option("--merge", type=click.IntRange(1), metavar="N", help="Write pca.json from the sums of N finished parts.")
+def main(shards, workers, max_images, seed, out, mean_image, force, part, merge):
     """Exact RGB statistics and PCA of the train shards (see docs/FORMAT.md)."""
     opts = Options(shards=str(shards), workers=workers, max_images=max_images, seed=seed, out=out and str(out),
-                   mean_image=mean_image, force=force)
+                   mean_image=mean_image, force=force, part=part and Part.parse(part), merge=merge)
     click.echo("options: " + json.dumps(asdict(opts)))
     compute(opts)
 

@@ -87,7 +87,9 @@ def print_table(out: Path, shards: Path, run: Path) -> None:
     centre = json.loads((out / "eval_centre.json").read_text())
     ten = json.loads((out / "eval_ten_crop.json").read_text())
     chance = 1 - 1 / len(manifest["classes"])
-    rows = [("images converted per second (make_shards)", f"{manifest.get('conversion', {}).get('images_per_s', 0):.0f}"),
+    conversion = shards / ".make_shards" / "conversion.json"  # how the conversion went (not in the manifest)
+    rate = json.loads(conversion.read_text()).get("images_per_s", 0) if conversion.is_file() else 0
+    rows = [("images converted per second (make_shards)", f"{rate:.0f}"),
             *[(f"loader images/s: {k}", f"{v:.0f}") for k, v in bench.items()],
             ("training images/s (AlexNet, 2 CPU processes)", f"{train.get('train_images_per_s', 0):.1f}"),
             ("training data-wait fraction", f"{train.get('data_wait', 0):.3f}"),

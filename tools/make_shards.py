@@ -4,10 +4,14 @@
     python tools/make_shards.py --train-archive ILSVRC2012_img_train.tar --val-archive ILSVRC2012_img_val.tar \
         --devkit ILSVRC2012_devkit_t12.tar.gz --out shards/
     python tools/make_shards.py --src demo/imagenet --out shards/ --splits train,val --shard-size 200
+    python tools/make_shards.py --src /data/ILSVRC2012 --out shards/ --part 3/8    # one of 8 machines
+    python tools/make_shards.py --src /data/ILSVRC2012 --out shards/ --merge 8     # once all 8 are done
 
 A thin command over shardkit.convert (how the conversion works is described there). Re-running keeps
 finished shards and converts the rest; the bytes do not depend on --workers. With --verify, finished shards
 are re-hashed and any whose bytes changed is made again (the repair after tools/verify_shards.py finds one).
+--part K/N makes only part K of N (every N-th shard) into the shared --out; --merge N, with the same options,
+writes the manifest once all N are done, byte-identical to one run's (docs/cluster.md: Slurm and ssh scripts).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import click
 from common import cli
 from shardkit.convert import Options, convert
 from shardkit.layouts import NAMES
+from shardkit.parts import Part
 
 default = partial(cli.default, Options)
 
@@ -46,14 +51,17 @@ default = partial(cli.default, Options)
 @click.option("--val-labels", type=click.Path(path_type=Path), help="Labels of a flat val folder (LOC_val_solution.csv or 'filename wnid').")
 @click.option("--strict", is_flag=True, help="Stop at the first file that cannot be decoded.")
 @click.option("--verify", is_flag=True, help="Re-hash finished shards; re-make those whose size or SHA-256 changed.")
+@click.option("--part", "part", metavar="K/N", help="Make only part K of N (one machine of N); no manifest yet.")
+@click.option("--merge", type=click.IntRange(1), metavar="N", help="Write the manifest of N finished parts.")
 def main(src, layout, train_archive, val_archive, devkit, out, splits, size, quality, shard_size, workers, seed,
-         val_labels, strict, verify):
+         val_labels, strict, verify, part, merge):
     """Convert ImageNet, held in any layout of docs/sources.md, to 256x256 WebDataset shards (docs/FORMAT.md)."""
     opts = Options(src=src and str(src), train_archive=train_archive and str(train_archive),
                    val_archive=val_archive and str(val_archive), devkit=devkit and str(devkit), out=str(out),
                    splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
                    size=size, quality=quality, shard_size=shard_size, workers=workers, seed=seed,
-                   val_labels=val_labels and str(val_labels), strict=strict, verify=verify, layout=layout)
+                   val_labels=val_labels and str(val_labels), strict=strict, verify=verify, layout=layout,
+                   part=part and Part.parse(part), merge=merge)
     click.echo("options: " + json.dumps(asdict(opts)))
     convert(opts)
 
