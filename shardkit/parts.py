@@ -108,8 +108,10 @@ def check_parts(n: int, expected: dict, *, where: Callable[[Part], Path], comman
                 continue
             if isinstance(want, dict) and isinstance(got, dict):
                 what = f"was made with {differences(got, want)}"
+            elif key == "sources":
+                what = f"was made from other sources (listing fingerprint {str(got)[:12]}, this merge's {want[:12]})"
             else:
-                what = f"was made from other {key} ({key} fingerprint {str(got)[:12]}, this merge's {str(want)[:12]})"
+                what = f"was made with {key} {got} (this merge: {want})"
             problems.append(f"part {part.name} {what}: make it again with this merge's options and sources, "
                             f"{rerun}")
             break
