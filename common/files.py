@@ -120,8 +120,8 @@ def write_json(path: str | Path, obj) -> None:
 
 def read_json(path: str | Path, what: str) -> dict:
     """A JSON file another stage wrote; DataError naming the file (and `what` it should be) if it is missing or
-    not valid JSON."""
-    path = Path(path)
+    not valid JSON. `path` may be anything with is_file() and read_text() (a remote file, say)."""
+    path = Path(path) if isinstance(path, str) else path
     if not path.is_file():
         raise DataError(f"{path}: not found ({what})")
     try:

@@ -58,7 +58,7 @@ def evaluate(model: torch.nn.Module, loader: Loader, dist: Dist, *, amp: bool = 
 
 @click.command(context_settings=cli.CONTEXT)
 @model_options
-@click.option("--shards", default=cli.default(Config, "shards"), show_default=True, type=click.Path(path_type=Path))
+@click.option("--shards", default=cli.default(Config, "shards"), show_default=True, metavar="DIR|URL")
 @click.option("--backend", type=click.Choice(BACKENDS), default=cli.default(Config, "backend"), show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default=default_device(), show_default="cuda if available")
 @click.option("--batch-size", default=cli.default(Config, "batch_size"), show_default=True,

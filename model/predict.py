@@ -71,7 +71,7 @@ def fill_from_shards(meta: dict, shards: Path, outputs: int) -> None:
 @click.command(context_settings=cli.CONTEXT)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @model_options
-@click.option("--shards", type=click.Path(path_type=Path),
+@click.option("--shards", metavar="DIR|URL",
               help="Class ids from this manifest (for --weights, or an old checkpoint).")
 @click.option("--ten-crop", is_flag=True, help="The paper's 10-crop test instead of the centre crop.")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(1))

@@ -334,7 +334,7 @@ default = partial(cli.default, Config)
 
 
 @click.command(context_settings=cli.CONTEXT)
-@click.option("--shards", default=default("shards"), show_default=True, type=click.Path(path_type=Path))
+@click.option("--shards", default=default("shards"), show_default=True, metavar="DIR|URL")
 @click.option("--name", default=default("name"), show_default=True, help="Run folder name under --runs.")
 @click.option("--runs", default=default("runs"), show_default=True, type=click.Path(path_type=Path))
 @click.option("--backend", type=click.Choice(BACKENDS), default=default("backend"), show_default=True)

@@ -115,6 +115,7 @@ class DaliLoader:
                  hw_decoder_load: float = HW_DECODER_LOAD, roi_decode: bool = ROI_DECODE, params: bool = False):
         self.spec, self.batch_size, self.device = spec, batch_size, device
         self.train = spec.split == "train"
+        require_readable(spec)
         _, self.batches, self.last = epoch_plan(spec, batch_size, rank, world_size, limit)
         # val with a limit stops inside the reader's epoch: such a pipeline is rebuilt for every epoch
         self._rebuild = not self.train and limit is not None and limit < spec.samples
@@ -122,7 +123,7 @@ class DaliLoader:
             batch_size=batch_size, num_threads=max(1, workers), seed=(seed * 7919 + rank) % 2**31,
             device_id=device.index if device.type == "cuda" else None, prefetch_queue_depth=2, exec_dynamic=True,
             enable_checkpointing=self.train,
-            tars=[str(t) for t in spec.tars], idxs=[str(index_path(t)) for t in spec.tars],
+            tars=[str(t) for t in spec.tars], idxs=[str(i) for i in spec.index_files or map(index_path, spec.tars)],
             decoder=decoder_options(device.type == "cuda", spec.size, hw_decoder_load), roi_decode=roi_decode,
             train=self.train, augment=augment, ten_crop=ten_crop and not self.train, shard_id=rank,
             num_shards=world_size, shuffle_seed=seed % 2**31, mean=spec.mean.astype(np.float32),
@@ -216,6 +217,17 @@ class DaliLoader:
             return bad_sample_error(*bad)
         return DataError(f"DALI failed reading {self.spec.shards_dir} ({self.spec.split}): {_error_line(e)}; "
                          f"check the shards with: {VERIFY_CMD.format(dir=self.spec.shards_dir)}")
+
+
+def require_readable(spec: ShardSpec) -> None:
+    """DALI's readers open local files and s3:// objects (its own S3 client: AWS_ENDPOINT_URL and the usual
+    AWS credentials; the index files come from the local cache that pipeline.dataset fills), not https://."""
+    where = str(spec.shards_dir)
+    if "://" in where and not where.startswith("s3://"):
+        raise ConfigError(f"{where}: DALI reads local files and s3:// only, not {where.split('://')[0]}://; stage "
+                          f"the shards to a local disk first: python tools/stage_shards.py --shards {where} --out "
+                          "/local/shards (then --shards /local/shards), or use --backend torch, which reads them "
+                          "by ranged GETs")
 
 
 def _draws(pos, mirror, alpha, jpegs, *, n: int, size: int) -> dict:

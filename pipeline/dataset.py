@@ -13,6 +13,11 @@ every sample); later calls and every loader built from the value reuse them. At 
 
 A folder whose splits were made by two format versions of make_shards (docs/FORMAT.md, "Format version") is
 refused when it is opened (shardkit.format.load_manifest), with the command that re-makes it.
+
+The folder may be remote (`open_dataset("s3://bucket/imagenet")`, or https://; shardkit.storage): its listing
+is read once, the index files are fetched once, concurrently, into a local cache (checked against the
+manifest's SHA-256, and taken from there by later runs), and the loaders read samples by ranged GETs.
+Nothing is ever written beside the shards, local or remote: the folder may be read-only.
 """
 from __future__ import annotations
 
@@ -25,13 +30,14 @@ import torch
 from common.errors import ConfigError, DataError
 from pipeline.spec import CROP, SPLITS, SampleIndex, ShardSpec
 from shardkit.format import PCA, index_path, load_manifest, load_pca, read_member_table, split_shards
+from shardkit.storage import RemotePath, local_indexes, location
 
 
 @dataclass(frozen=True)
 class Dataset:
-    root: Path
+    root: Path | RemotePath
     manifest: dict
-    pca_path: Path
+    pca_path: Path | RemotePath
     _cache: dict = field(default_factory=dict, repr=False, compare=False)  # "stats" and read splits
 
     @property
@@ -71,27 +77,41 @@ class Dataset:
         if self.size < CROP:
             raise DataError(f"{self.root}: shards are {self.size}px, smaller than the {CROP}px crop")
         stats = self.stats
+        indexes = index_files(self.root, self.manifest["splits"][name], tars)
         return ShardSpec(self.root, name, tuple(tars), tuple(counts), self.classes, self.size,
                          np.asarray(stats["mean"], np.float64), np.asarray(stats["std"], np.float64),
                          np.asarray(stats["eigval"], np.float64), np.asarray(stats["eigvec"], np.float64),
-                         sample_index(tars, counts))
+                         sample_index(tars, counts, indexes), tuple(path for path, _ in indexes))
 
 
 def open_dataset(shards: str | Path | Dataset, pca: str | Path | None = None) -> Dataset:
     """The shards folder's manifest, checked; `pca` replaces SHARDS/pca.json. A Dataset is returned as it is."""
     if isinstance(shards, Dataset):
         return shards
-    root = Path(shards)
-    return Dataset(root, load_manifest(root), Path(pca) if pca else root / PCA)
+    root = location(shards)
+    if isinstance(root, RemotePath):
+        root.list_folder()  # one listing answers every file's size and presence (S3)
+    return Dataset(root, load_manifest(root), location(pca) if pca else root / PCA)
 
 
-def sample_index(tars: list[Path], counts: list[int]) -> SampleIndex:
+def index_files(root, entry: dict, tars: list) -> list[tuple[Path, str | None]]:
+    """(a local index file, its text or None to read it there) per tar: the .idx beside a local tar; for a
+    remote folder, the local copy of its .idx, fetched once (shardkit.storage.local_indexes)."""
+    if not isinstance(root, RemotePath):
+        return [(index_path(t), None) for t in tars]
+    sums = entry.get("shard_index_sha256") or [None] * len(tars)
+    fetched = local_indexes([index_path(t) for t in tars], list(sums) if len(sums) == len(tars) else [None] * len(tars))
+    return [(path, data.decode("utf-8")) for path, data in fetched]
+
+
+def sample_index(tars: list, counts: list[int], indexes: list[tuple[Path, str | None]] | None = None) -> SampleIndex:
     """Every sample's .jpg and .cls (offset, size), from the split's .idx files, each read once and checked
     here, so that a truncated or mismatched shard fails with its name before any worker starts."""
     rows, starts = [], [0]
-    for tar, count in zip(tars, counts):
+    indexes = indexes or [(index_path(t), None) for t in tars]
+    for tar, count, (_, text) in zip(tars, counts, indexes):
         try:
-            rows.append(read_member_table(index_path(tar)))
+            rows.append(read_member_table(index_path(tar), text=text))
         except KeyError as e:
             raise DataError(f"{tar}: sample {e.args[0]} lacks a .jpg or .cls member") from None
         if len(rows[-1]) != count:

@@ -111,7 +111,7 @@ def preview(shards: Path, backend: str, count: int, seed: int) -> tuple[Image.Im
 
 
 @click.command(context_settings=cli.CONTEXT)
-@click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path))
+@click.option("--shards", default="shards", show_default=True, metavar="DIR|URL")
 @click.option("--out", default="preview.png", show_default=True, type=click.Path(path_type=Path))
 @click.option("--backend", type=click.Choice([*BACKENDS, "both"]), default=cli.default(make_loader, "backend"),
               show_default=True, help="both: DALI's tiles next to the reference maths on the same samples and draws.")

@@ -32,6 +32,8 @@ from pipeline.augment import lighting_offset, normalize, ten_crop
 from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, ShardSpec, epoch_plan
 from common.errors import DataError
 from common.parallel import SHM, fit_shared_memory, shared_memory_free
+from shardkit import storage
+from shardkit.storage import open_ranged
 from shardkit.verify import bad_sample_error
 
 
@@ -43,13 +45,16 @@ class Sample(NamedTuple):
 
 
 def read_sample(f, spec: ShardSpec, rows: np.ndarray, shard: int, position: int) -> Sample:
-    """Sample `position` of tar `shard`, read by offset from that tar, open as `f`, through `rows` (the split's
-    SampleIndex as numpy). The one place where the reference loader reads shard bytes."""
-    jpg_off, jpg_size, cls_off, cls_size = rows[int(spec.index.starts[shard]) + position]
-    f.seek(jpg_off)
-    jpg = f.read(jpg_size)
-    f.seek(cls_off)
-    raw = f.read(cls_size)
+    """Sample `position` of tar `shard`, read by offset from that tar, open as `f` (shardkit.storage.open_ranged),
+    through `rows` (the split's SampleIndex as numpy). The one place where the reference loader reads shard
+    bytes: one read from the first member's data to the end of the last's (a sample's members are adjacent in
+    its tar), i.e. one ranged GET from object storage."""
+    jpg_off, jpg_size, cls_off, cls_size = (int(v) for v in rows[int(spec.index.starts[shard]) + position])
+    begin = min(jpg_off, cls_off)
+    f.seek(begin)
+    span = f.read(max(jpg_off + jpg_size, cls_off + cls_size) - begin)
+    jpg = span[jpg_off - begin:jpg_off - begin + jpg_size]
+    raw = span[cls_off - begin:cls_off - begin + cls_size]
     if len(jpg) != jpg_size:
         raise DataError(f"{spec.tars[shard]}: sample {spec.key(shard, position)}: truncated .jpg; re-make it with "
                         "tools/make_shards.py")
@@ -117,7 +122,7 @@ class _Sequence:
         if self._file[0] != t:
             if self._file[1] is not None:
                 self._file[1].close()
-            self._file = (t, open(self.spec.tars[t], "rb"))
+            self._file = (t, open_ranged(self.spec.tars[t]))
         return self._file[1]
 
     def take(self, begin: int, end: int) -> list[Sample]:
@@ -156,10 +161,13 @@ class _ShardStream(IterableDataset):
         self.spec, self.b, self.train, self.augment = spec, batch_size, train, augment
         self.rank, self.seed, self.epoch = rank, seed, epoch
         self.start_batch, self.batches, self.share = start_batch, batches, share
+        self.storage_env = storage.environment()  # remote shards: the settings of this process, not the fork server's
 
     def __iter__(self):
         info = get_worker_info()
         w, nw = (info.id, info.num_workers) if info else (0, 1)
+        if info is not None:
+            storage.use_environment(self.storage_env)
         seq = _Sequence(self.spec, self.train, self.seed, self.epoch)
         try:
             for j in range(self.start_batch + w, self.batches, nw):

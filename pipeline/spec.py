@@ -47,6 +47,7 @@ class ShardSpec:
     eigval: np.ndarray  # [3]
     eigvec: np.ndarray  # [3, 3], column j = eigenvector j
     index: SampleIndex
+    index_files: tuple[Path, ...] = ()  # local .idx per tar (a cached copy when the tars are remote), for DALI
 
     @property
     def samples(self) -> int:
@@ -54,7 +55,8 @@ class ShardSpec:
 
     def key(self, shard: int, position: int) -> str:
         """The key of sample `position` of tar `shard`, for messages (read from its .idx: keys are not kept)."""
-        return read_index(index_path(self.tars[shard]))[position][0]
+        idx = self.index_files[shard] if self.index_files else index_path(self.tars[shard])
+        return read_index(idx)[position][0]
 
 
 def rank_range(n: int, rank: int, world_size: int) -> tuple[int, int]:

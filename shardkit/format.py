@@ -18,6 +18,7 @@ import numpy as np
 
 from common.errors import DataError
 from common.files import atomic_write, read_json
+from shardkit.storage import is_remote, location, open_ranged, open_stream
 
 MANIFEST = "manifest.json"
 PCA = "pca.json"
@@ -135,16 +136,20 @@ class ShardWriter:
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in large blocks (hashing runs at about disk speed)."""
-    with open(path, "rb") as f:
+    """SHA-256 of a file, read in large blocks (hashing runs at about disk speed; remote: 8 MiB GETs)."""
+    with open_stream(location(path)) as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def load_manifest(shards_dir: Path) -> dict:
-    """manifest.json of a shards folder, checked for the fields every stage relies on."""
-    path = Path(shards_dir) / MANIFEST
+    """manifest.json of a shards folder (local or remote), checked for the fields every stage relies on."""
+    path = location(shards_dir) / MANIFEST
     if not path.is_file():
-        raise DataError(f"{path}: not found; make shards first: python tools/make_shards.py --src SRC --out {shards_dir}")
+        make = f"python tools/make_shards.py --src SRC --out {shards_dir}"
+        if is_remote(shards_dir):  # shards are made on a local disk, then uploaded (docs/cluster.md)
+            make = f"python tools/make_shards.py --src SRC --out shards/, then python tools/stage_shards.py " \
+                   f"--shards shards/ --out {shards_dir}"
+        raise DataError(f"{path}: not found; make shards first: {make}")
     manifest = read_json(path, "shard manifest")
     for field in ("size", "classes", "splits"):
         if field not in manifest:
@@ -176,7 +181,7 @@ def check_format(manifest: dict, path: Path) -> None:
 
 def split_shards(shards_dir: Path, split: str, manifest: dict | None = None) -> tuple[list[Path], list[int]]:
     """The tar paths of a split and their sample counts, checking that each tar and its index exist."""
-    shards_dir = Path(shards_dir)
+    shards_dir = location(shards_dir)
     manifest = manifest or load_manifest(shards_dir)
     entry = manifest["splits"].get(split)
     if not entry or not entry.get("shards"):
@@ -199,9 +204,17 @@ def split_shards(shards_dir: Path, split: str, manifest: dict | None = None) -> 
 
 def read_index(idx: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
     """[(key, {ext: (offset, size)})] from a DALI index, for random access into its tar."""
-    idx = Path(idx)
     try:
-        lines = idx.read_text(ENCODING).splitlines()
+        text = location(idx).read_text(ENCODING)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{idx}: not a DALI webdataset index ({e})") from None
+    return parse_index(text, idx)
+
+
+def parse_index(text: str, idx) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+    """The entries of a DALI index's text; `idx` (where it came from) names it in errors."""
+    try:
+        lines = text.splitlines()
         version, count = lines[0].split()
         if version != INDEX_VERSION:
             raise ValueError(f"version {version}, expected {INDEX_VERSION}")
@@ -213,29 +226,31 @@ def read_index(idx: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
         if len(samples) != int(count):
             raise ValueError(f"header says {count} samples, found {len(samples)}")
         return samples
-    except (OSError, ValueError, IndexError) as e:
+    except (ValueError, IndexError) as e:
         raise DataError(f"{idx}: not a DALI webdataset index ({e})") from None
 
 
-def read_member_table(idx: Path, exts: tuple[str, str] = ("jpg", "cls")) -> np.ndarray:
-    """int64 [samples, 4]: offset and size of each sample's `exts[0]` and `exts[1]` members, from a DALI index.
+def read_member_table(idx: Path, exts: tuple[str, str] = ("jpg", "cls"), text: str | None = None) -> np.ndarray:
+    """int64 [samples, 4]: offset and size of each sample's `exts[0]` and `exts[1]` members, from a DALI index
+    (`text`: its content when already read, e.g. a remote index from the local cache; `idx` then names it).
 
     The indexes make_shards writes (two members per sample, in that order) are read as tokens in bulk, about
-    4x faster than read_index at ImageNet's size; any other index goes through read_index. A sample without one
+    4x faster than read_index at ImageNet's size; any other index goes through parse_index. A sample without one
     of the members raises KeyError naming it, for the caller to turn into its own message."""
-    idx = Path(idx)
-    try:
-        tokens = idx.read_text(ENCODING).split()
-    except (OSError, ValueError) as e:
-        raise DataError(f"{idx}: not a DALI webdataset index ({e})") from None
+    if text is None:
+        try:
+            text = location(idx).read_text(ENCODING)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{idx}: not a DALI webdataset index ({e})") from None
+    tokens = text.split()
     n = int(tokens[1]) if len(tokens) > 1 and tokens[0] == INDEX_VERSION and tokens[1].isdigit() else -1
     body = tokens[2:]
     if n >= 0 and len(body) == 8 * n and body[0::8] == [exts[0]] * n and body[4::8] == [exts[1]] * n:
         try:
             return np.stack([np.array(body[c::8], dtype=np.int64) for c in (1, 2, 5, 6)], axis=1).reshape(n, 4)
         except ValueError:
-            pass  # a field that is not a number: read_index names the problem
-    entries = read_index(idx)
+            pass  # a field that is not a number: parse_index names the problem
+    entries = parse_index(text, idx)
     for key, members in entries:
         if exts[0] not in members or exts[1] not in members:
             raise KeyError(key)
@@ -243,8 +258,9 @@ def read_member_table(idx: Path, exts: tuple[str, str] = ("jpg", "cls")) -> np.n
 
 
 def read_samples(tar: Path | str, samples: list[tuple[str, int, int]]) -> Iterator[tuple[str, bytes]]:
-    """(key, member bytes) for (key, offset, size) entries of a DALI index, read by offset from the tar."""
-    with open(tar, "rb") as f:
+    """(key, member bytes) for (key, offset, size) entries of a DALI index, read by offset from the tar (one
+    ranged GET per member when the tar is remote)."""
+    with open_ranged(location(tar)) as f:
         for key, offset, size in samples:
             f.seek(offset)
             yield key, f.read(size)
@@ -253,7 +269,7 @@ def read_samples(tar: Path | str, samples: list[tuple[str, int, int]]) -> Iterat
 def read_index_count(idx: Path) -> int:
     """Number of samples in a shard, from the first line of its DALI index."""
     try:
-        version, count = Path(idx).read_text(ENCODING).split("\n", 1)[0].split()
+        version, count = location(idx).read_text(ENCODING).split("\n", 1)[0].split()
         if version != INDEX_VERSION:
             raise ValueError(f"version {version}, expected {INDEX_VERSION}")
         return int(count)
@@ -263,7 +279,7 @@ def read_index_count(idx: Path) -> int:
 
 def load_pca(path: Path) -> dict:
     """pca.json (docs/FORMAT.md: mean/std/cov/eigval/eigvec on the [0, 1] scale), checked for shape."""
-    path = Path(path)
+    path = location(path)
     if not path.is_file():
         raise DataError(f"{path}: not found; compute it with: python tools/compute_pca.py --shards {path.parent}")
     stats = read_json(path, "RGB statistics")

@@ -22,6 +22,7 @@ from PIL import Image
 
 from common.errors import DataError
 from shardkit.format import MANIFEST, file_sha256, index_path, load_manifest, read_index, read_samples
+from shardkit.storage import RemotePath, is_remote, location
 from common.parallel import default_workers, ordered_map
 from common.progress import progress_bar
 
@@ -69,14 +70,18 @@ def remake_hint(shards_dir: Path, manifest: dict | None = None) -> str:
     trees = {e.get("source") for split, e in manifest.get("splits", {}).items() if split not in archives}
     where = [f"--src {next(iter(trees)) or 'SRC'}"] if trees or not archives else []
     where += [f"--{split}-archive {tar}" for split, tar in sorted(archives.items())]
-    cmd = f"python tools/make_shards.py {' '.join(where)} --out {shards_dir}"
+    if is_remote(shards_dir):  # made on a local disk, then uploaded: repair there, upload again
+        cmd = f"python tools/make_shards.py {' '.join(where)} --out shards/"
+        upload = f"; then upload the repaired shards: python tools/stage_shards.py --shards shards/ --out {shards_dir}"
+    else:
+        cmd, upload = f"python tools/make_shards.py {' '.join(where)} --out {shards_dir}", ""
     recorded = {"size": manifest.get("size"), "quality": manifest.get("quality"),
                 "shard_size": first.get("shard_size"),
                 "seed": next((e["seed"] for e in entries if e.get("seed") is not None), None)}
     for name, value in recorded.items():
         if value is not None and value != getattr(Options, name):
             cmd += f" --{name.replace('_', '-')} {value}"
-    return cmd + " --verify"
+    return cmd + " --verify" + upload
 
 
 def sample_problem(jpg: bytes | None, cls: bytes | None, *, size: int | None = None,
@@ -122,7 +127,7 @@ def bad_samples(tar: Path, *, size: int | None = None, classes: int | None = Non
 
 def bad_sample_error(tar: Path | str, key: str, what: str) -> DataError:
     """The loaders' error for a sample that does not decode: the shard, the sample and the fix."""
-    shards_dir = Path(tar).parent
+    shards_dir = location(tar).parent
     try:
         hint = remake_hint(shards_dir, load_manifest(shards_dir))
     except DataError:
@@ -150,7 +155,7 @@ def find_bad_sample(tars: list[Path], *, size: int | None = None,
     """(tar, key, what) of a sample that does not decode, for a loader whose decoder failed without saying
     where (DALI). Shards whose SHA-256 no longer matches the manifest are searched first; if every shard has a
     recorded checksum and matches it, the data is as make_shards wrote it and nothing is decoded (None)."""
-    tars = [Path(t) for t in tars]
+    tars = [location(t) for t in tars]
     if not tars:
         return None
     try:
@@ -168,7 +173,7 @@ def find_bad_sample(tars: list[Path], *, size: int | None = None,
 def verify_shard(task: tuple[str, dict | None, int | None], *, decode: bool, size: int | None,
                 classes: int | None) -> tuple[list[Problem], int, int]:
     """(problems, bytes read, samples decoded) of one shard; runs in a worker process."""
-    tar, expect, count = Path(task[0]), task[1], task[2]
+    tar, expect, count = location(task[0]), task[1], task[2]
     idx = index_path(tar)
     problems, nbytes = [], 0
     if not tar.is_file():
@@ -209,7 +214,9 @@ def verify(shards_dir: Path, *, decode: bool = False, workers: int | None = None
            splits: tuple[str, ...] | None = None, show_progress: bool = True) -> Report:
     """Check every shard the manifest lists (of `splits`, default all); the report lists what is wrong."""
     t0 = time.perf_counter()
-    shards_dir = Path(shards_dir)
+    shards_dir = location(shards_dir)
+    if isinstance(shards_dir, RemotePath):
+        shards_dir.list_folder()  # sizes from one listing, not one request per file
     manifest = load_manifest(shards_dir)
     recorded = recorded_checksums(manifest)
     report = Report(shards_dir)

@@ -9,8 +9,6 @@ A thin command over shardkit.verify.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from common import cli
@@ -20,7 +18,7 @@ from shardkit.verify import verify
 
 
 @click.command(context_settings=cli.CONTEXT)
-@click.option("--shards", default="shards", show_default=True, type=click.Path(path_type=Path), help="Folder with manifest.json.")
+@click.option("--shards", default="shards", show_default=True, metavar="DIR|URL", help="Folder with manifest.json.")
 @click.option("--decode", is_flag=True, help="Also decode every sample and check its label (slower).")
 @click.option("--workers", type=click.IntRange(1), help="Worker processes [default: all cores].")
 @click.option("--splits", default="", help="Comma-separated splits to check [default: all in the manifest].")
