@@ -14,9 +14,11 @@
     stats.py          exact RGB statistics and PCA (tools/compute_pca.py)
     parts.py          one conversion or PCA split over machines: --part K/N, --merge N
     verify.py         sizes, SHA-256 and decoding against the manifest (tools/verify_shards.py)
+    storage.py        a shards folder on a local disk or in object storage (s3://, https://), read-only
+    stage.py          copy shards between object storage and a local disk, checked (tools/stage_shards.py)
     demo_data.py      the synthetic demo tree and photo-like benchmark sources
     demo_archives.py  the demo tree packed as the official files, Hugging Face's and timm's copies (tests, benchmarks)
 
-No torch and no DALI here: the offline tools run without them. What every layer shares (errors, atomic
+No torch and no DALI here: the offline tools run without them (fsspec/s3fs only for remote folders). What every layer shares (errors, atomic
 files, the command conventions, progress bars, parallel map, timing) is in common/.
 """
