@@ -3,6 +3,11 @@
     with distributed(device="cuda") as dist:   # also works as a single plain process
         ... dist.rank, dist.world_size, dist.device ...
 
+Several nodes: torchrun on each (c10d rendezvous) sets RANK (global), LOCAL_RANK (the GPU on this node) and
+LOCAL_WORLD_SIZE (ranks on this node). Only the global rank decides the data and who writes; only the local
+values pick the device and split this node's cores (Dist.workers). Nothing is written to a file the other
+nodes read: what they share is the rendezvous store (TCP) and the process group.
+
 When one rank fails, the others do not wait on a collective that will never complete (NCCL would wait for
 its 10-minute timeout): the failing rank writes what went wrong into the rendezvous store, and a watchdog
 thread on every rank polls that key and ends its process within about a second, with the failed rank's exit
@@ -26,6 +31,7 @@ import torch.distributed as td
 
 from common import cli
 from common.errors import ConfigError, DataError
+from common.parallel import default_workers
 
 FAILED = "failed"   # store key: {"rank", "code", "message"} of the first rank that failed
 POLL_S = 0.25
@@ -38,10 +44,16 @@ class RankLost(RuntimeError):
 
 @dataclass(frozen=True)
 class Dist:
-    rank: int
-    local_rank: int
+    rank: int               # global: what the data is split by, rank 0 writes the run folder
+    local_rank: int         # on this node: which GPU
     world_size: int
     device: torch.device
+    local_world_size: int = 1  # processes on this node: what shares its cores
+
+    @property
+    def workers(self) -> int:
+        """Loader workers per rank by default: this node's cores over this node's ranks (not over all ranks)."""
+        return default_workers(self.local_world_size)
 
     @property
     def main(self) -> bool:
@@ -103,10 +115,15 @@ class Watchdog:
                 if not self.store.check([FAILED]):
                     continue
                 failure = json.loads(self.store.get(FAILED))
-            except RuntimeError:  # the store's host (rank 0 or torchrun) is gone: so is the job
+            except RuntimeError:  # the store's host (rank 0's process or node, or its torchrun) is gone: so is the job
                 if self._stop.is_set():
                     return
-                failure = {"rank": "?", "code": 1, "message": "the rendezvous store is gone (did a rank die?)"}
+                # rank 0 may be what is gone, so this rank says it itself
+                click.echo(f"error: rank {self.rank}: the rendezvous store is gone (the process or node that held it "
+                           "stopped); the run stops here: look at the other nodes' output for why, then continue "
+                           "from the last checkpoint with --resume", err=True)
+                sys.stderr.flush()
+                os._exit(1)
             if failure["rank"] == self.rank or self._stop.is_set():
                 return
             if self.rank == 0:
@@ -123,6 +140,7 @@ def distributed(device: str = "cuda"):
     watchdog, and always tear them down."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))  # torchrun sets it: ranks on this node
     if device == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda, but torch sees no CUDA device (use --device cpu)")
@@ -139,7 +157,7 @@ def distributed(device: str = "cuda"):
                               device_id=dev if dev.type == "cuda" else None)
         watchdog = Watchdog(store, rank)
     try:
-        yield Dist(rank, local, world, dev)
+        yield Dist(rank, local, world, dev, local_world)
     except BaseException as e:
         if world > 1 and isinstance(e, RuntimeError) and any(s in str(e) for s in PEER_GONE):
             e = RankLost(f"rank {rank} of {world}: another rank stopped (its connection closed: "

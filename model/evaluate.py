@@ -86,7 +86,7 @@ def main(checkpoint, weights, variant, lrn, shards, backend, device, batch_size,
             torch.backends.cudnn.benchmark = True  # fixed shapes (the last batch aside): pick algorithms once
         loader = make_loader(data, "val", max(1, batch_size // dist.world_size), backend=backend,
                              device=dist.device, rank=dist.rank, world_size=dist.world_size, ten_crop=ten_crop,
-                             workers=workers, limit=limit)
+                             workers=dist.workers if workers is None else workers, limit=limit)
         result = evaluate(model, loader, dist, amp=dist.device.type == "cuda")
         result.update({"checkpoint": str(checkpoint or weights), "variant": meta["variant"],
                        "ten_crop": ten_crop, "backend": backend})

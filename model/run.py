@@ -130,7 +130,7 @@ def open_run(cfg: Config, dist: Dist, arch: dict) -> RunFolder:
     if cfg.resume is not None:
         if cfg.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; choose one")
-        resume = resume_path(cfg.resume, run_dir)
+        resume = resume_path(cfg.resume, run_dir, dist)
         ckpt = load_checkpoint(resume)
         require_arch(ckpt, resume, **arch)
         if "optimizer" not in ckpt or "config" not in ckpt:
@@ -170,13 +170,16 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def resume_path(resume: str, run_dir: Path) -> Path:
-    """--resume's argument -> a checkpoint file: '' means RUN_DIR/last.pt, a folder its last.pt, a file itself."""
+def resume_path(resume: str, run_dir: Path, dist: Dist | None = None) -> Path:
+    """--resume's argument -> a checkpoint file: '' means RUN_DIR/last.pt, a folder its last.pt, a file itself.
+    Every rank reads it: on several nodes the run folder must be on a file system they all see."""
     path = Path(resume) if resume else Path(run_dir)
     if path.is_dir():
         path = path / LAST
     if not path.is_file():
-        raise CheckpointError(f"--resume {resume}: no checkpoint at {path}; give a run folder or a .pt file, "
+        shared = f" (rank {dist.rank} of {dist.world_size} does not see it: every node reads the checkpoint, so " \
+                 f"--runs must be on a file system all nodes share)" if dist is not None and dist.world_size > 1 else ""
+        raise CheckpointError(f"--resume {resume}: no checkpoint at {path}{shared}; give a run folder or a .pt file, "
                               f"or start without --resume")
     return path
 

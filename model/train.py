@@ -21,6 +21,7 @@ files: model/checkpoint.py; records, TensorBoard and curves: model/metrics.py.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -112,7 +113,7 @@ def wrap(model: torch.nn.Module, cfg: Config, dist: Dist) -> torch.nn.Module:
 
 def loader_args(cfg: Config, dist: Dist) -> dict:
     return dict(backend=cfg.backend, device=dist.device, rank=dist.rank, world_size=dist.world_size, seed=cfg.seed,
-                workers=cfg.workers)
+                workers=dist.workers if cfg.workers is None else cfg.workers)
 
 
 def setup(cfg: Config, dist: Dist) -> Run:
@@ -276,9 +277,18 @@ def report(run: Run, state: RunState, total: EpochStats, result: dict, ten: dict
     if synthetic_rate:
         summary.update({"synthetic_images_per_s": synthetic_rate,
                         "vs_synthetic": summary.get("train_images_per_s", 0) / synthetic_rate})
-    checksum = float(sum(p.double().sum().item() for p in run.model.parameters()))
-    summary["ranks_weights_equal"] = len(set(run.dist.all_gather(checksum))) == 1
+    digest = weights_digest(run.model)
+    summary["ranks_weights_equal"] = len(set(run.dist.all_gather(digest))) == 1  # bit for bit, on every rank
+    summary["weights_sha256"] = digest
     return summary
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's bytes, in order: equal digests, bit-identical weights."""
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def measure_synthetic(cfg: Config, dist: Dist, model: torch.nn.Module, classes: int, log: RunLog, steps: int) -> float:
