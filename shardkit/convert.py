@@ -35,7 +35,9 @@ from functools import partial
 from pathlib import Path
 
 import click
+import cv2
 import numpy as np
+import PIL
 
 from shardkit import archives, imaging, inputs, layouts, parts, sources
 from shardkit.stream import Spilled, read_spilled, spill_complete
@@ -405,7 +407,9 @@ def part_identity(opts: Options, found: inputs.Inputs) -> dict:
     for split, listing in found.listings.items():
         lines.append(json.dumps([split, listing.ignored, listing.skipped]))
         lines += (f"{it.path}\0{it.label}\0{it.key}" for it in listing.items)
-    return {"options": options, "sources": parts.fingerprint(lines)}
+    # the libraries that decode and encode: another version may give other JPEG bytes
+    software = {"opencv": cv2.__version__, "pillow": PIL.__version__}
+    return {"options": options, "software": software, "sources": parts.fingerprint(lines)}
 
 
 def finish_part(opts: Options, out: Path, found: inputs.Inputs, plans: dict[str, list[Shard]],

@@ -24,6 +24,7 @@ from common.errors import ConfigError, DataError
 from common.files import read_json, write_json
 
 PART = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+FLAGS = ("options", "source")  # record keys whose entries are command-line options (named --like-this)
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,10 @@ def read_record(path: Path) -> dict | None:
         return None
 
 
-def differences(made: dict, expected: dict) -> str:
-    """'--size 128 (this merge: 256), ...' for the keys whose values differ."""
+def differences(made: dict, expected: dict, flag: str = "--") -> str:
+    """'--size 128 (this merge: 256), ...' for the keys whose values differ (flag '': 'opencv 4.9 (...)')."""
     keys = sorted(set(made) | set(expected))
-    return ", ".join(f"--{k.replace('_', '-')} {made.get(k)} (this merge: {expected.get(k)})"
+    return ", ".join(f"{flag}{k.replace('_', '-') if flag else k} {made.get(k)} (this merge: {expected.get(k)})"
                      for k in keys if made.get(k) != expected.get(k))
 
 
@@ -107,7 +108,7 @@ def check_parts(n: int, expected: dict, *, where: Callable[[Part], Path], comman
             if got == want:
                 continue
             if isinstance(want, dict) and isinstance(got, dict):
-                what = f"was made with {differences(got, want)}"
+                what = f"was made with {differences(got, want, '--' if key in FLAGS else '')}"
             elif key == "sources":
                 what = f"was made from other sources (listing fingerprint {str(got)[:12]}, this merge's {want[:12]})"
             else:

@@ -153,3 +153,15 @@ def test_part_must_be_k_of_n(text):
 def test_parts_interleave_and_cover_the_work():
     owners = [[k for k in range(1, 4) if Part(k, 3).owns(i)] for i in range(10)]
     assert owners == [[1], [2], [3], [1], [2], [3], [1], [2], [3], [1]]
+
+
+def test_a_part_made_with_another_opencv_is_refused(demo_tree, tmp_path, monkeypatch):
+    """Another encoder version may give other JPEG bytes: such a part is not merged."""
+    import cv2
+    out = tmp_path / "shards"
+    convert(demo_tree, out, shard_size=SHARD, part=Part(1, 2))
+    monkeypatch.setattr(cv2, "__version__", "0.0.1")
+    convert(demo_tree, out, shard_size=SHARD, part=Part(2, 2))
+    monkeypatch.undo()
+    with pytest.raises(DataError, match=rf"part 2/2 was made with opencv 0.0.1 \(this merge: {cv2.__version__}\)"):
+        convert(demo_tree, out, shard_size=SHARD, merge=2)
