@@ -65,6 +65,12 @@ def bench_loader(shards: Path, backend: str, device: str, batch_size: int, worke
             "rss_mb_last": memory[-1], "rss_mb_peak": max(memory)}
 
 
+def read_only(task) -> int:
+    """Read one task's samples by offset (one ranged GET each from object storage) and do nothing else: what
+    the storage can serve, the ceiling of a loader reading from it."""
+    return sum(1 for _ in read_samples(*task))
+
+
 def decode_pillow(task) -> int:
     """Read and decode one task's samples with Pillow (the reference loader's decoder), nothing else."""
     from PIL import Image
