@@ -56,6 +56,29 @@ def convert(src: Path, out: Path, **kw) -> dict:
     return make_shards.convert(make_shards.Options(**opts))
 
 
+def small_shards(root: Path, *, classes: int, train_per_class: int, val_per_class: int, shard_size: int,
+                 seed: int) -> Path:
+    """A demo tree without odd files under root/src, its shards and pca.json under root/shards."""
+    make_demo(root / "src", classes=classes, train_per_class=train_per_class, val_per_class=val_per_class, seed=seed,
+              odd_files=False)
+    convert(root / "src", root / "shards", shard_size=shard_size, workers=1)
+    compute_pca.compute(compute_pca.Options(shards=str(root / "shards"), workers=1))
+    return root / "shards"
+
+
+def kill_9_when(proc, path: Path, what: str, timeout: float = 120) -> None:
+    """SIGKILL `proc` as soon as `path` appears (it must still be running then: `what` says which process)."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not path.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, f"{what} finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 @pytest.fixture(scope="session")
 def demo_tree(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo") / "imagenet"

@@ -32,7 +32,7 @@ from common.errors import DataError
 from common.files import DiskFull
 from shardkit.format import index_path, pack_sample, read_index
 from shardkit.verify import verify
-from tests.conftest import REPO, convert, iter_shard, read_manifest
+from tests.conftest import REPO, convert, iter_shard, kill_9_when, read_manifest
 
 BACKENDS = ("dali", "torch")
 SHARD = 8  # 30 train images -> 4 shards, 12 val -> 2
@@ -85,13 +85,7 @@ def test_kill_9_mid_conversion_then_rerun_is_byte_identical(src, good, tmp_path)
     proc = subprocess.Popen([PY, "tools/make_shards.py", "--src", str(src), "--out", str(out), "--shard-size",
                              str(SHARD), "--workers", "1"], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    second = out / ".make_shards" / "train-000001.tar.json"
-    deadline = time.time() + 120
-    while not second.is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    assert proc.poll() is None, "make_shards finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_9_when(proc, out / ".make_shards" / "train-000001.tar.json", "make_shards")
     finished = {n: b for n, b in shard_files(out).items()}
     assert 2 <= len([n for n in finished if n.endswith(".tar")]) < 6
     for name, data in finished.items():  # whatever carries a final name is complete

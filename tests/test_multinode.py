@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 
 from model.metrics import read_metrics
-from shardkit import stats as compute_pca
-from shardkit.demo_data import make_demo
-from tests.conftest import REPO, convert
+from tests.conftest import REPO, small_shards
 from tests.test_distributed import free_port
 
 PY = sys.executable
@@ -32,11 +30,7 @@ TRAIN = ["-m", "model.train", "--device", "cpu", "--backend", "dali", "--batch-s
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("multinode")
-    make_demo(root / "src", classes=3, train_per_class=24, val_per_class=4, seed=4, odd_files=False)
-    convert(root / "src", root / "shards", shard_size=16, workers=1)
-    compute_pca.compute(compute_pca.Options(shards=str(root / "shards"), workers=1))
-    return root / "shards"
+    return small_shards(tmp_path_factory.mktemp("multinode"), classes=3, train_per_class=24, val_per_class=4, shard_size=16, seed=4)
 
 
 def node(port: int, *args) -> subprocess.Popen:

@@ -4,10 +4,8 @@ is refused by name; a part killed with -9 resumes."""
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ import pytest
 from common.errors import ConfigError, DataError
 from shardkit import stats as compute_pca
 from shardkit.parts import Part
-from tests.conftest import REPO, convert
+from tests.conftest import REPO, convert, kill_9_when
 
 SHARD = 8  # 59 listed train images -> 8 shards, 21 val -> 3: eleven shards over three parts
 PY = sys.executable
@@ -108,13 +106,7 @@ def test_a_part_killed_with_minus_9_resumes_and_the_merge_is_byte_identical(demo
     args = [PY, "tools/make_shards.py", "--src", str(demo_tree), "--out", str(out), "--shard-size", str(SHARD),
             "--workers", "1", "--part", "2/3"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = out / ".make_shards" / "train-000001.tar.json"  # part 2's first shard
-    deadline = time.time() + 120
-    while not first.is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    assert proc.poll() is None, "the part finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_9_when(proc, out / ".make_shards" / "train-000001.tar.json", "the part")  # after part 2's first shard
     assert not (out / ".make_shards" / "part-2-of-3.json").exists()
     r = make_shards(demo_tree, out, "--workers", 2, "--part", "2/3")
     assert r.returncode == 0 and "already done, kept" in r.stdout, r.stderr

@@ -22,22 +22,17 @@ from model.metrics import read_metrics
 from model.train import Config, train
 from pipeline import make_loader, open_dataset
 from shardkit import stats as compute_pca, storage
-from shardkit.demo_data import make_demo
 from shardkit.format import MANIFEST
 from shardkit.stage import stage
 from shardkit.verify import verify
-from tests.conftest import REPO, convert, invoke
+from tests.conftest import REPO, invoke, small_shards
 
 BUCKET = "shards"
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("remote")
-    make_demo(root / "src", classes=3, train_per_class=12, val_per_class=4, seed=2, odd_files=False)
-    convert(root / "src", root / "shards", shard_size=10, workers=1)
-    compute_pca.compute(compute_pca.Options(shards=str(root / "shards"), workers=1))
-    return root / "shards"
+    return small_shards(tmp_path_factory.mktemp("remote"), classes=3, train_per_class=12, val_per_class=4, shard_size=10, seed=2)
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,8 @@ from pathlib import Path
 import click
 
 from common import cli
+from measure.data import photo_shards
 from shardkit import stats
-from shardkit.convert import Options, convert
-from shardkit.demo_data import make_sources
 from common.files import write_json
 from shardkit.format import split_shards
 from common.parallel import ordered_map
@@ -48,9 +47,7 @@ def main(shards, images, workers, repeat, json_path):
     tmp = Path(tempfile.mkdtemp(prefix="bench_pca_"))
     try:
         if shards is None:
-            make_sources(tmp / "src", images)
-            shards = tmp / "shards"
-            convert(Options(src=str(tmp / "src"), out=str(shards), splits=("train",), shard_size=300))
+            shards = photo_shards(tmp, images, shard_size=300)
         n = decode_all(shards, 1)  # also warms the page cache
         runs = []
         for w in [int(x) for x in workers.split(",")]:

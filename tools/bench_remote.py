@@ -22,13 +22,12 @@ from pathlib import Path
 import click
 
 from common import cli
+from measure.data import photo_shards
 from common.files import write_json
 from common.parallel import default_workers
 from common.timing import best_of
 from measure.loader_speed import bench_loader, decode_rate, read_only
 from measure.s3server import local_s3, make_bucket
-from shardkit.convert import Options, convert
-from shardkit.demo_data import make_sources
 from shardkit.format import split_shards
 from shardkit.stage import stage
 
@@ -61,9 +60,7 @@ def main(shards, images, backends, batch_size, workers, batches, repeat, json_pa
     tmp = Path(tempfile.mkdtemp(prefix="bench_remote_"))
     try:
         if shards is None:
-            make_sources(tmp / "src", images)
-            shards = tmp / "shards"
-            convert(Options(src=str(tmp / "src"), out=str(shards), splits=("train",), shard_size=100))
+            shards = photo_shards(tmp, images, shard_size=100)
             from shardkit.stats import Options as PcaOptions, compute
             compute(PcaOptions(shards=str(shards)))
         with local_s3() as endpoint:

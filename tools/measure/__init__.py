@@ -8,6 +8,7 @@
     lrn.py            this project's LRN against torch.nn.LocalResponseNorm
     gpu_report.py     the plan, data, sections and report of tools/gpu_check.py
     startup.py        what a training run's start-up reads, on an ImageNet-sized synthetic index
+    data.py           photo-like shards generated for a benchmark run
     s3server.py       a local S3-compatible server (moto, 127.0.0.1) for tools/bench_remote.py and the tests
 
 Every timed loop here goes through common.timing. The commands are tools/gpu_check.py, tools/bench_loader.py,
