@@ -44,6 +44,7 @@ from shardkit.stream import Spilled, read_spilled, spill_complete
 from common.errors import ConfigError, DataError
 from common.files import full_disk_as_error, partial_path, read_json, remove_stale_partials, write_json
 from shardkit.parts import Part
+from shardkit.storage import is_remote
 from shardkit.format import FORMAT_VERSION, MANIFEST, PackedSample, ShardWriter, file_sha256, index_path, \
     pack_sample, shard_name, split_formats
 from common.parallel import default_workers, ordered_map
@@ -264,6 +265,10 @@ def convert(opts: Options) -> dict:
         raise ConfigError(f"--splits: unknown split(s) {unknown}; use {' and/or '.join(SPLITS)}")
     if opts.part and opts.merge:
         raise ConfigError("--part and --merge: a part makes shards, the merge joins all of them; give one")
+    if is_remote(opts.out):
+        raise ConfigError(f"--out {opts.out}: make_shards writes to a local folder (a shared file system, or this "
+                          f"machine's disk); upload the result with: python tools/stage_shards.py --shards shards/ "
+                          f"--out {opts.out}")
     if opts.workers is None:
         opts = replace(opts, workers=default_workers())
     t0 = time.perf_counter()

@@ -30,6 +30,7 @@ from common.errors import ConfigError, DataError
 from common.files import atomic_write, full_disk_as_error, read_json, write_json
 from shardkit import parts
 from shardkit.parts import Part
+from shardkit.storage import is_remote
 from shardkit.format import MANIFEST, PCA, index_path, load_manifest, read_index, read_samples, \
     split_shards
 from common.parallel import default_workers, ordered_map
@@ -174,6 +175,10 @@ def compute(opts: Options) -> dict:
     `part`: that part's record; with `merge`: pca.json from the N part records)."""
     if opts.part and opts.merge:
         raise ConfigError("--part and --merge: a part sums its share, the merge joins all of them; give one")
+    if is_remote(opts.shards) or is_remote(opts.out or ""):
+        raise ConfigError(f"--shards {opts.shards}: compute_pca reads a local shards folder and writes pca.json into "
+                          "it; run it where make_shards wrote the shards (or stage them: python tools/stage_shards.py),"
+                          " then upload with tools/stage_shards.py")
     t0 = time.perf_counter()
     if opts.workers is None:
         opts = replace(opts, workers=default_workers())

@@ -214,3 +214,13 @@ def test_missing_remote_folders_are_one_line_errors(s3):
         open_dataset(f"s3://{BUCKET}/nothing")
     with pytest.raises(ConfigError, match=r"ftp:// is not a storage this project reads"):
         open_dataset("ftp://host/shards")
+
+
+def test_make_shards_and_compute_pca_write_locally_and_say_how_to_upload(tmp_path):
+    from tests.conftest import convert
+    with pytest.raises(ConfigError, match=r"--out s3://b/x: make_shards writes to a local folder .* "
+                                          r"tools/stage_shards.py --shards shards/ --out s3://b/x"):
+        convert(tmp_path, "s3://b/x")
+    with pytest.raises(ConfigError, match=r"compute_pca reads a local shards folder"):
+        compute_pca.compute(compute_pca.Options(shards="s3://b/x"))
+    assert not Path("s3:").exists()

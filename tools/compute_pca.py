@@ -26,7 +26,7 @@ default = partial(cli.default, Options)
 
 
 @click.command(context_settings=cli.CONTEXT)
-@click.option("--shards", default=default("shards"), show_default=True, type=click.Path(path_type=Path), help="Folder with manifest.json.")
+@click.option("--shards", default=default("shards"), show_default=True, metavar="DIR", help="Folder with manifest.json.")
 @click.option("--workers", default=default("workers"), type=click.IntRange(1), help="Worker processes [default: all cores].")
 @click.option("--max-images", default=default("max_images"), type=click.IntRange(1), help="Use a seeded random subset of this many images.")
 @click.option("--seed", default=default("seed"), show_default=True, help="Seed of the --max-images subset.")

@@ -41,7 +41,7 @@ default = partial(cli.default, Options)
 @click.option("--val-archive", type=click.Path(path_type=Path), help="ILSVRC2012_img_val.tar, read in place.")
 @click.option("--devkit", type=click.Path(path_type=Path),
               help="ILSVRC2012_devkit_t12.tar.gz or its extracted folder: val labels (meta.mat + ground truth) and class names.")
-@click.option("--out", default=default("out"), show_default=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--out", default=default("out"), show_default=True, metavar="DIR", help="Output folder (local: upload it afterwards with tools/stage_shards.py).")
 @click.option("--splits", default=",".join(default("splits")), show_default=True, help="Comma-separated: train, val.")
 @click.option("--size", default=default("size"), show_default=True, type=click.IntRange(16, 4096), help="Output side in pixels.")
 @click.option("--quality", default=default("quality"), show_default=True, type=click.IntRange(1, 100), help="JPEG quality.")
