@@ -28,7 +28,9 @@ def make_loader(shards: str | Path | Dataset, split: str, batch_size: int, *, ba
                 augment: bool | None = None, ten_crop: bool = False, workers: int | None = None,
                 limit: int | None = None, pca: str | Path | None = None) -> Loader:
     """A loader over `split` of a shards folder (docs/FORMAT.md), yielding (images, labels) on `device`.
-    `shards` is the folder or, to read nothing twice, the Dataset that open_dataset made of it.
+    `shards` is the folder (local, s3://bucket/prefix or https://host/path) or, to read nothing twice, the
+    Dataset that open_dataset made of it. workers defaults to the cores over world_size (one node); training
+    on several nodes passes its node's share (model.distributed.Dist.workers).
 
     images: [B, 3, 224, 224] float32 normalized (or [B, 10, 3, 224, 224] with ten_crop, val only);
     labels: [B] int64. The result follows the pipeline.Loader contract: len(loader) = batches per epoch on

@@ -111,7 +111,8 @@ def sample_index(tars: list, counts: list[int], indexes: list[tuple[Path, str | 
     indexes = indexes or [(index_path(t), None) for t in tars]
     for tar, count, (_, text) in zip(tars, counts, indexes):
         try:
-            rows.append(read_member_table(index_path(tar), text=text))
+            idx = index_path(tar)  # a remote one named, its text from the local cache
+            rows.append(read_member_table(idx) if text is None else read_member_table(idx, text=text))
         except KeyError as e:
             raise DataError(f"{tar}: sample {e.args[0]} lacks a .jpg or .cls member") from None
         if len(rows[-1]) != count:
