@@ -157,3 +157,14 @@ def test_a_part_made_with_another_opencv_is_refused(demo_tree, tmp_path, monkeyp
     monkeypatch.undo()
     with pytest.raises(DataError, match=rf"part 2/2 was made with opencv 0.0.1 \(this merge: {cv2.__version__}\)"):
         convert(demo_tree, out, shard_size=SHARD, merge=2)
+
+
+def test_a_streamed_layout_is_not_split_into_parts(demo_tree, tmp_path):
+    """Hugging Face's files are read and converted in one pass: --part is refused before anything is read."""
+    from shardkit.demo_archives import pack_hf
+    from tests.conftest import demo_val_wnids
+    src = pack_hf(demo_tree, tmp_path / "hf", demo_val_wnids(demo_tree), fmt="tar")
+    with pytest.raises(ConfigError, match=r"a streamed layout is read and converted in one pass, so --part/--merge "
+                                          r"cannot split it"):
+        convert(src, tmp_path / "out", shard_size=SHARD, part=Part(1, 2))
+    assert not (tmp_path / "out" / ".make_shards").exists() or not any((tmp_path / "out" / ".make_shards").iterdir())
