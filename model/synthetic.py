@@ -19,7 +19,16 @@ def measure_model(cfg: Config, model: torch.nn.Module, dist: Dist, batch: int, c
                   autocast, wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m) -> tuple[float, dict]:
     """images/s (all ranks) of `steps` training steps of batch `batch` per rank, on copies of the model and
     optimizer so that training is untouched, and the wrapping timed ({"ddp": bool, "compiled": bool}).
-    wrap(copy) is what the steps run (model.train.wrap: DDP, torch.compile, as the real run's)."""
+    wrap(copy) is what the steps run (model.train.wrap: DDP, torch.compile, as the real run's). The random
+    numbers it draws (its inputs, dropout) come from a forked generator state: the run after it, or a run
+    resumed with its RNG restored, draws what it would have drawn without it."""
+    cuda = [dist.device.index] if dist.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        return _measure(cfg, model, dist, batch, classes, steps, autocast, wrap)
+
+
+def _measure(cfg: Config, model: torch.nn.Module, dist: Dist, batch: int, classes: int, steps: int, autocast,
+             wrap: Callable[[torch.nn.Module], torch.nn.Module]) -> tuple[float, dict]:
     model = copy.deepcopy(model)
     net = wrap(model)
     opt = make_optimizer(cfg.update, model, cfg.lr, cfg.momentum, cfg.weight_decay)

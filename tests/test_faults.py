@@ -32,7 +32,7 @@ from common.errors import DataError
 from common.files import DiskFull
 from shardkit.format import index_path, pack_sample, read_index
 from shardkit.verify import verify
-from tests.conftest import REPO, convert, iter_shard, kill_9_when, read_manifest
+from tests.conftest import REPO, convert, invoke, iter_shard, kill_9_when, read_manifest
 
 BACKENDS = ("dali", "torch")
 SHARD = 8  # 30 train images -> 4 shards, 12 val -> 2
@@ -285,11 +285,12 @@ def test_cli_prints_one_line_for_a_full_disk(src, tmp_path):
 
 # ---------------------------------------------------------------- kill -9 during a checkpoint save
 def test_kill_9_during_checkpoint_save_keeps_the_previous_one(good, tmp_path):
-    train = [PY, "-m", "model.train", "--shards", str(good), "--runs", str(tmp_path), "--name", "k", "--device",
-             "cpu", "--backend", "torch", "--batch-size", "5", "--epochs", "1", "--workers", "0", "--log-every",
-             "1", "--init", "kaiming", "--no-ten-crop-eval", "--limit-val", "5"]  # AlexNet on a CPU: few steps
-    r = subprocess.run(train + ["--max-steps", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    from model.train import main as train_main
+    train = ["--shards", str(good), "--runs", str(tmp_path), "--name", "k", "--device", "cpu", "--backend", "torch",
+             "--batch-size", "5", "--epochs", "1", "--workers", "0", "--log-every", "1", "--init", "kaiming",
+             "--no-ten-crop-eval", "--limit-val", "5"]  # AlexNet on a CPU: few steps; in this process (cli.run)
+    r = invoke(train_main, train + ["--max-steps", "1"])
+    assert r.exit_code == 0, r.output[-2000:]
     ckpt = tmp_path / "k" / "last.pt"
     before = ckpt.read_bytes()
     # a save that stops after its first megabyte (a real, large state dict), then is killed with -9
@@ -312,9 +313,9 @@ def test_kill_9_during_checkpoint_save_keeps_the_previous_one(good, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert ckpt.read_bytes() == before and load_checkpoint(ckpt)["step"] == 1
-    r = subprocess.run(train + ["--resume", "--max-steps", "2"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert f"resumed {ckpt} at epoch 0, step 1" in r.stdout + r.stderr
+    r = invoke(train_main, train + ["--resume", "--max-steps", "2"])
+    assert r.exit_code == 0, r.output[-2000:]
+    assert f"resumed {ckpt} at epoch 0, step 1" in r.output
     assert load_checkpoint(ckpt)["step"] == 2 and partials(tmp_path / "k") == []
 
 

@@ -59,13 +59,26 @@ def losses(run: Path) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def one_node(shards, tmp_path_factory) -> Path:
-    """The reference: one node, two processes, 3 steps."""
+    """The reference: one node, two processes (DDP over gloo), 3 steps; first the model alone, as the run wraps it
+    (--measure-synthetic draws from a forked RNG: the two-node run below, without it, must still match bit for bit)."""
     runs = tmp_path_factory.mktemp("one_node")
     r = subprocess.run([PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *TRAIN, "--shards",
-                        str(shards), "--runs", str(runs), "--max-steps", "3"], cwd=REPO, env=ENV, capture_output=True,
-                       text=True, timeout=600)
+                        str(shards), "--runs", str(runs), "--max-steps", "3", "--measure-synthetic", "1"], cwd=REPO,
+                       env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return runs / "mn"
+
+
+def test_two_processes_on_one_node_keep_identical_weights(one_node):
+    """... see every val image once between them, and time the model alone wrapped as the run's (DDP): like
+    with like."""
+    summary = json.loads((one_node / "summary.json").read_text())
+    assert summary["ranks_weights_equal"] is True and summary["steps"] == 3
+    assert summary["val_images"] == 8  # each val image once, over both ranks
+    assert json.loads((one_node / "config.json").read_text())["provenance"]["world_size"] == 2
+    synthetic = [m for m in read_metrics(one_node / "metrics.jsonl") if m["kind"] == "synthetic"]
+    assert len(synthetic) == 1 and synthetic[0]["ddp"] is True and synthetic[0]["compiled"] is False
+    assert summary["vs_synthetic"] > 0 and "data_wait_gpu" not in summary  # CPU: no device time to measure
 
 
 @pytest.mark.slow

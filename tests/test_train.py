@@ -1,9 +1,8 @@
-"""model/train.py on the CPU: it learns, DDP over gloo keeps ranks equal, resume is exact, signals, errors,
-run folders (refused, overwritten, resumed with config changes), checkpoint files, metrics after a kill."""
+"""model/train.py on the CPU: it learns, resume is exact, signals, errors, run folders (refused, overwritten,
+resumed with config changes), checkpoint files, metrics after a kill. DDP over gloo: tests/test_multinode.py."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -95,9 +94,9 @@ def test_linear_scaling_and_warmup_in_the_loop(train_shards, tmp_path):
 
 @pytest.mark.parametrize("backend", ["dali", "torch"])
 def test_resume_gives_the_same_losses(train_shards, tmp_path, backend):
-    """2 epochs of 4 steps (64 samples, batch 16): one run whole, one stopped at step 3 (inside epoch 0) and
+    """2 epochs of 4 steps (32 samples, batch 8): one run whole, one stopped at step 3 (inside epoch 0) and
     resumed; every loss and the final weights equal, across the epoch boundary and the reshuffle."""
-    kw = dict(backend=backend, epochs=2, batch_size=16, limit_train=64, limit_val=8, init="paper", seed=7)
+    kw = dict(backend=backend, epochs=2, batch_size=8, limit_train=32, limit_val=8, init="paper", seed=7)
     train(cfg(train_shards, tmp_path, name="whole", **kw))
     train(cfg(train_shards, tmp_path, name="cut", max_steps=3, **kw))  # stops inside epoch 0
     assert max(losses(tmp_path / "cut")) == 3
@@ -110,29 +109,6 @@ def test_resume_gives_the_same_losses(train_shards, tmp_path, backend):
                        load_checkpoint(tmp_path / "cut" / "last.pt")["model"]["classifier.6.weight"])
 
 
-def torchrun(*args, **kw):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "model.train", *args], cwd=REPO, capture_output=True, text=True, env=env, **kw)
-
-
-def test_two_gloo_processes_keep_identical_weights(train_shards, tmp_path):
-    """... and --measure-synthetic times the model alone wrapped as the run's (DDP), like with like."""
-    r = torchrun("--shards", str(train_shards), "--runs", str(tmp_path), "--name", "ddp", "--device", "cpu",
-                 "--backend", "dali", "--batch-size", "16", "--max-steps", "4", "--log-every", "2",
-                 "--init", "kaiming", "--no-ten-crop-eval", "--measure-synthetic", "1", timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
-    assert summary["ranks_weights_equal"] is True
-    assert summary["val_images"] == 24  # each val image once, over both ranks
-    assert summary["steps"] == 4
-    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
-    assert config["provenance"]["world_size"] == 2
-    synthetic = [m for m in read_metrics(tmp_path / "ddp" / "metrics.jsonl") if m["kind"] == "synthetic"]
-    assert len(synthetic) == 1 and synthetic[0]["ddp"] is True and synthetic[0]["compiled"] is False
-    assert summary["vs_synthetic"] > 0 and "data_wait_gpu" not in summary  # CPU: no device time to measure
-
-
 def test_synthetic_timing_names_the_wrapping_it_timed():
     from model.synthetic import wrapping
     m = torch.nn.Linear(2, 2)
@@ -142,8 +118,8 @@ def test_synthetic_timing_names_the_wrapping_it_timed():
 
 def test_sigterm_writes_a_checkpoint_and_resume_finishes(train_shards, tmp_path):
     args = [sys.executable, "-m", "model.train", "--shards", str(train_shards), "--runs", str(tmp_path),
-            "--name", "sig", "--device", "cpu", "--backend", "torch", "--batch-size", "16", "--epochs", "1",
-            "--log-every", "1", "--workers", "1", "--no-ten-crop-eval", "--limit-train", "96", "--limit-val", "8"]
+            "--name", "sig", "--device", "cpu", "--backend", "torch", "--batch-size", "8", "--epochs", "1",
+            "--log-every", "1", "--workers", "1", "--no-ten-crop-eval", "--limit-train", "48", "--limit-val", "8"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = tmp_path / "sig" / "metrics.jsonl"
     deadline = time.time() + 300
@@ -200,13 +176,13 @@ def files(run_dir) -> dict[str, tuple]:
 
 
 def test_run_folder_refusal_resume_and_overwrite(train_shards, tmp_path):
-    """Through the CLI, 3 steps per epoch (48 samples, batch 16), 8 val images: a second run with the same
+    """Through the CLI, 3 steps per epoch (24 samples, batch 8), 8 val images: a second run with the same
     --name is refused and changes nothing; a resume may change --lr (recorded) but not --batch-size; a resume
     after kill -9 drops the records the dead process wrote past its checkpoint, so no step goes back;
     --resume takes a run folder or a .pt file; --overwrite starts again."""
     run = tmp_path / "r"
-    base = ["--shards", str(train_shards), "--runs", str(tmp_path), "--backend", "torch", "--batch-size", "16",
-            "--workers", "1", "--log-every", "1", "--init", "kaiming", "--no-ten-crop-eval", "--limit-train", "48",
+    base = ["--shards", str(train_shards), "--runs", str(tmp_path), "--backend", "torch", "--batch-size", "8",
+            "--workers", "1", "--log-every", "1", "--init", "kaiming", "--no-ten-crop-eval", "--limit-train", "24",
             "--limit-val", "8", "--keep-every", "1"]
     r = run_train(*base, "--name", "r", "--epochs", "1")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -218,9 +194,9 @@ def test_run_folder_refusal_resume_and_overwrite(train_shards, tmp_path):
     assert r.exit_code == 2
     assert f"error: {run} already holds a run; continue it with --resume, start it again with --overwrite" in r.output
     assert "another --name" in r.output
-    r = train_cli(*base, "--name", "r", "--epochs", "2", "--resume", "--batch-size", "8")
-    assert r.exit_code == 2 and "--batch-size 16 (now 8)" in r.output
-    assert "resume: --batch-size 16 -> 8 (refused)" in r.output
+    r = train_cli(*base, "--name", "r", "--epochs", "2", "--resume", "--batch-size", "4")
+    assert r.exit_code == 2 and "--batch-size 8 (now 4)" in r.output
+    assert "resume: --batch-size 8 -> 4 (refused)" in r.output
     r = train_cli(*base, "--name", "r", "--resume", "--overwrite")
     assert r.exit_code == 2 and "--resume and --overwrite contradict" in r.output
     assert files(run) == before  # nothing of the first run changed
