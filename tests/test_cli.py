@@ -2,6 +2,7 @@
 without a traceback, also under torchrun (rank 0 only)."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -45,6 +46,7 @@ COMMANDS = {
 }
 
 
+@functools.cache
 def click_commands() -> dict[str, object]:
     """Every command's click object: tools/*.py (loaded as files, not run) and the python -m modules."""
     import runpy
@@ -71,16 +73,25 @@ def test_the_older_command_names_still_run_the_tools(old, new):
     assert via_alias.returncode == 0 and via_alias.stdout == via_tool.stdout and "--json" in via_tool.stdout
 
 
+def run_here(*args: str) -> subprocess.CompletedProcess:
+    """A command of COMMANDS in this process (through cli.run, as its __main__ does): the same exit status and
+    lines, without a second start-up of torch and DALI. Its stderr holds what cli.run printed."""
+    from tests.conftest import invoke
+    name = args[1] if args[0] == "-m" else Path(args[0]).name
+    r = invoke(click_commands()[name], list(args[2 if args[0] == "-m" else 1:]))
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
+
+
 @pytest.mark.parametrize("tool", sorted(COMMANDS))
 def test_missing_manifest(tool, tmp_path):
     args = [a.format(shards=tmp_path / "nowhere", tmp=tmp_path) for a in COMMANDS[tool]]
-    assert_user_error(run(*args), "manifest.json: not found", "make_shards.py")
+    assert_user_error(run_here(*args), "manifest.json: not found", "make_shards.py")
 
 
 @pytest.mark.parametrize("tool", ["bench", "preview", "train"])
 def test_missing_pca(tool, tmp_path, no_pca):
     args = [a.format(shards=no_pca, tmp=tmp_path) for a in COMMANDS[tool]]
-    assert_user_error(run(*args), "pca.json: not found", "compute_pca.py")
+    assert_user_error(run_here(*args), "pca.json: not found", "compute_pca.py")
 
 
 def test_evaluate_missing_checkpoint(tmp_path, no_pca):

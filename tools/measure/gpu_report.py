@@ -232,7 +232,8 @@ def run_sections(out: Path, device, quick: bool, budget: float, workers: int, on
 
     save()
     try:
-        data = build_data(out / ("data-quick" if quick else "data"), plan, workers)
+        # --quick's few dozen images convert faster in this process than in a pool that has to start first
+        data = build_data(out / ("data-quick" if quick else "data"), plan, 1 if quick else workers)
         report["data"] = {k: str(v) for k, v in data.items() if k != "position_jpegs"}
         report["data"]["train_images_timed_set"] = load_manifest(data["repeated"])["splits"]["train"]["samples"]
         run_all(section_runners(data, device, workers, plan, out), report, device, plan, deadline, only, save)
