@@ -20,11 +20,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import click
+
 from common.errors import ConfigError, DataError
 from common.files import read_json, write_json
 
 PART = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 FLAGS = ("options", "source")  # record keys whose entries are command-line options (named --like-this)
+
+
+def part_options(output: str, doing: str):
+    """The options a command split over machines shares: --workers, --part K/N, --merge N; `output` is the file a
+    part does not write yet and the merge writes (manifest.json, pca.json), `doing` what a part does."""
+    def decorate(command):
+        for option in reversed([
+                click.option("--workers", type=click.IntRange(1), help="Worker processes [default: all cores]."),
+                click.option("--part", metavar="K/N", help=f"{doing} only part K of N (one machine of N); no {output} yet."),
+                click.option("--merge", type=click.IntRange(1), metavar="N", help=f"Write {output} from N finished parts.")]):
+            command = option(command)
+        return command
+    return decorate
 
 
 @dataclass(frozen=True)

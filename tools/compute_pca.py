@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from common import cli
-from shardkit.parts import Part
+from shardkit.parts import Part, part_options
 from shardkit.stats import Options, compute
 
 default = partial(cli.default, Options)
@@ -27,14 +27,12 @@ default = partial(cli.default, Options)
 
 @click.command(context_settings=cli.CONTEXT)
 @click.option("--shards", default=default("shards"), show_default=True, metavar="DIR", help="Folder with manifest.json.")
-@click.option("--workers", default=default("workers"), type=click.IntRange(1), help="Worker processes [default: all cores].")
+@part_options("pca.json", "Sum")
 @click.option("--max-images", default=default("max_images"), type=click.IntRange(1), help="Use a seeded random subset of this many images.")
 @click.option("--seed", default=default("seed"), show_default=True, help="Seed of the --max-images subset.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output path [default: SHARDS/pca.json].")
 @click.option("--mean-image", is_flag=True, help="Also write the per-pixel mean image (the paper's) as mean_image.npy.")
 @click.option("--force", is_flag=True, help="Recompute even if pca.json is up to date.")
-@click.option("--part", "part", metavar="K/N", help="Sum only part K of N (one machine of N); no pca.json yet.")
-@click.option("--merge", type=click.IntRange(1), metavar="N", help="Write pca.json from the sums of N finished parts.")
 def main(shards, workers, max_images, seed, out, mean_image, force, part, merge):
     """Exact RGB statistics and PCA of the train shards (see docs/FORMAT.md)."""
     opts = Options(shards=str(shards), workers=workers, max_images=max_images, seed=seed, out=out and str(out),

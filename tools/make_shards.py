@@ -25,7 +25,7 @@ import click
 from common import cli
 from shardkit.convert import Options, convert
 from shardkit.layouts import NAMES
-from shardkit.parts import Part
+from shardkit.parts import Part, part_options
 
 default = partial(cli.default, Options)
 
@@ -46,13 +46,11 @@ default = partial(cli.default, Options)
 @click.option("--size", default=default("size"), show_default=True, type=click.IntRange(16, 4096), help="Output side in pixels.")
 @click.option("--quality", default=default("quality"), show_default=True, type=click.IntRange(1, 100), help="JPEG quality.")
 @click.option("--shard-size", default=default("shard_size"), show_default=True, type=click.IntRange(1), help="Images per shard (at most).")
-@click.option("--workers", default=default("workers"), type=click.IntRange(1), help="Worker processes [default: all cores].")
+@part_options("manifest.json", "Make")
 @click.option("--seed", default=default("seed"), show_default=True, help="Seed of the global train shuffle.")
 @click.option("--val-labels", type=click.Path(path_type=Path), help="Labels of a flat val folder (LOC_val_solution.csv or 'filename wnid').")
 @click.option("--strict", is_flag=True, help="Stop at the first file that cannot be decoded.")
 @click.option("--verify", is_flag=True, help="Re-hash finished shards; re-make those whose size or SHA-256 changed.")
-@click.option("--part", "part", metavar="K/N", help="Make only part K of N (one machine of N); no manifest yet.")
-@click.option("--merge", type=click.IntRange(1), metavar="N", help="Write the manifest of N finished parts.")
 def main(src, layout, train_archive, val_archive, devkit, out, splits, size, quality, shard_size, workers, seed,
          val_labels, strict, verify, part, merge):
     """Convert ImageNet, held in any layout of docs/sources.md, to 256x256 WebDataset shards (docs/FORMAT.md)."""
