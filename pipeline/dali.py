@@ -21,7 +21,6 @@ from nvidia.dali import fn, pipeline_def, types
 
 from pipeline.spec import ALPHA_STD, CROP, MAX_OFFSET, TEN_CROP_ANCHORS, ShardSpec, epoch_plan
 from common.errors import ConfigError, DataError
-from shardkit.format import index_path
 from shardkit.verify import VERIFY_CMD, bad_sample_error, find_bad_sample
 
 LABEL_BYTES = 8                      # widest .cls member accepted (8 decimal digits)
@@ -123,7 +122,7 @@ class DaliLoader:
             batch_size=batch_size, num_threads=max(1, workers), seed=(seed * 7919 + rank) % 2**31,
             device_id=device.index if device.type == "cuda" else None, prefetch_queue_depth=2, exec_dynamic=True,
             enable_checkpointing=self.train,
-            tars=[str(t) for t in spec.tars], idxs=[str(i) for i in spec.index_files or map(index_path, spec.tars)],
+            tars=[str(t) for t in spec.tars], idxs=[str(i) for i in spec.index_files],
             decoder=decoder_options(device.type == "cuda", spec.size, hw_decoder_load), roi_decode=roi_decode,
             train=self.train, augment=augment, ten_crop=ten_crop and not self.train, shard_id=rank,
             num_shards=world_size, shuffle_seed=seed % 2**31, mean=spec.mean.astype(np.float32),

@@ -104,15 +104,14 @@ def index_files(root, entry: dict, tars: list) -> list[tuple[Path, str | None]]:
     return [(path, data.decode("utf-8")) for path, data in fetched]
 
 
-def sample_index(tars: list, counts: list[int], indexes: list[tuple[Path, str | None]] | None = None) -> SampleIndex:
-    """Every sample's .jpg and .cls (offset, size), from the split's .idx files, each read once and checked
-    here, so that a truncated or mismatched shard fails with its name before any worker starts."""
+def sample_index(tars: list, counts: list[int], indexes: list[tuple[Path, str | None]]) -> SampleIndex:
+    """Every sample's .jpg and .cls (offset, size), from the split's .idx files (index_files: each read once,
+    a remote one from its cached text), checked here, so that a truncated or mismatched shard fails with its
+    name before any worker starts."""
     rows, starts = [], [0]
-    indexes = indexes or [(index_path(t), None) for t in tars]
     for tar, count, (_, text) in zip(tars, counts, indexes):
         try:
-            idx = index_path(tar)  # a remote one named, its text from the local cache
-            rows.append(read_member_table(idx) if text is None else read_member_table(idx, text=text))
+            rows.append(read_member_table(index_path(tar), text=text))  # the tar's own index named in messages
         except KeyError as e:
             raise DataError(f"{tar}: sample {e.args[0]} lacks a .jpg or .cls member") from None
         if len(rows[-1]) != count:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from common.errors import DataError
-from shardkit.format import index_path, read_index
+from shardkit.format import read_index
 
 CROP = 224            # the paper's training window
 MAX_OFFSET = 32       # 256 - 224: window offsets are uniform over 0..32 in x and in y
@@ -47,7 +47,7 @@ class ShardSpec:
     eigval: np.ndarray  # [3]
     eigvec: np.ndarray  # [3, 3], column j = eigenvector j
     index: SampleIndex
-    index_files: tuple[Path, ...] = ()  # local .idx per tar (a cached copy when the tars are remote), for DALI
+    index_files: tuple[Path, ...]  # local .idx per tar (a cached copy when the tars are remote), for DALI
 
     @property
     def samples(self) -> int:
@@ -55,8 +55,7 @@ class ShardSpec:
 
     def key(self, shard: int, position: int) -> str:
         """The key of sample `position` of tar `shard`, for messages (read from its .idx: keys are not kept)."""
-        idx = self.index_files[shard] if self.index_files else index_path(self.tars[shard])
-        return read_index(idx)[position][0]
+        return read_index(self.index_files[shard])[position][0]
 
 
 def rank_range(n: int, rank: int, world_size: int) -> tuple[int, int]:

@@ -73,7 +73,8 @@ def test_a_run_reads_each_index_once(train_shards, tmp_path, monkeypatch):
     from shardkit import format
     reads = []
     real = dataset.read_member_table
-    monkeypatch.setattr(dataset, "read_member_table", lambda idx, *a: reads.append(idx.name) or real(idx, *a))
+    monkeypatch.setattr(dataset, "read_member_table",
+                        lambda idx, *a, **kw: reads.append(idx.name) or real(idx, *a, **kw))
     for module in (format, spec):  # the other reader of an index (sample keys for messages) is not used
         monkeypatch.setattr(module, "read_index", lambda idx: pytest.fail(f"{idx} read a second way"))
     summary = train(cfg(train_shards, tmp_path, name="once", backend="torch", workers=0, epochs=2, limit_train=16,
