@@ -106,13 +106,35 @@ class StreamWait:
         return seconds
 
 
+class InputWait:
+    """Time blocked on the input, both kinds: `next(source)` adds its host seconds to `host` and, on CUDA, the
+    stream's time at the hand-over (StreamWait); take() returns (host, gpu) and starts again. The one place the
+    training loop and Clock measure data-wait."""
+
+    def __init__(self, device):
+        self.host = 0.0
+        self._gpu = StreamWait(device)
+
+    def next(self, source: Iterator, *default):
+        self._gpu.start()
+        t0 = time.perf_counter()
+        item = next(source, *default)
+        self.host += time.perf_counter() - t0
+        self._gpu.stop()
+        return item
+
+    def take(self) -> tuple[float, float | None]:
+        host, self.host = self.host, 0.0
+        return host, self._gpu.take()
+
+
 class Clock:
     """Times the steps of a loop; iterate it and do one step per iteration (see the module docstring).
 
     `warmup` untimed steps come first; then up to `steps` timed ones, or fewer once `seconds` have passed.
     count() and wait_for() during the warm-up are not recorded. After the loop, `result` is a Timing.
     With `device`, the clock synchronizes it (unless `sync` is given) and, on CUDA, wait_for() also measures
-    the input's device time (StreamWait).
+    the input's device time (InputWait).
     """
 
     def __init__(self, steps: int, *, warmup: int = 0, seconds: float | None = None,
@@ -120,14 +142,14 @@ class Clock:
         self.steps, self.warmup, self.seconds = steps, warmup, seconds
         self.sync = sync or (synchronizer(device) if device is not None else no_sync)
         self.result: Timing | None = None
-        self._timing, self._items, self._wait = False, 0, 0.0
-        self._gpu = StreamWait(device if device is not None else "cpu")
+        self._timing, self._items = False, 0
+        self._input = InputWait(device if device is not None else "cpu")
 
     def __iter__(self) -> Iterator[int]:
         for i in range(self.warmup):
             yield i
         self.sync()
-        self._timing, self._items, self._wait = True, 0, 0.0
+        self._timing, self._items = True, 0
         t0 = time.perf_counter()
         done = 0
         while done < self.steps:
@@ -136,7 +158,8 @@ class Clock:
             if self.seconds is not None and time.perf_counter() - t0 >= self.seconds:
                 break
         self.sync()
-        self.result = Timing(time.perf_counter() - t0, done, self._items, self._wait, self._gpu.take())
+        seconds = time.perf_counter() - t0
+        self.result = Timing(seconds, done, self._items, *self._input.take())
         self._timing = False
 
     def count(self, items: int) -> None:
@@ -146,24 +169,15 @@ class Clock:
 
     def wait_for(self, source: Iterator):
         """next(source), its time counted as waiting for input (host time; on CUDA, device time too)."""
-        if not self._timing:
-            return next(source)
-        self._gpu.start()
-        t0 = time.perf_counter()
-        item = next(source)
-        self._wait += time.perf_counter() - t0
-        self._gpu.stop()
-        return item
+        return self._input.next(source) if self._timing else next(source)
 
 
 def time_calls(fn: Callable[[], object], calls: int = 1, *, warmup: int = 0,
-               sync: Callable[[], None] | None = None, items: Callable[[object], int] | None = None) -> Timing:
-    """`calls` calls of fn() after `warmup` untimed ones; items(result) counts what each call handled."""
+               sync: Callable[[], None] | None = None) -> Timing:
+    """`calls` calls of fn() after `warmup` untimed ones."""
     clock = Clock(calls, warmup=warmup, sync=sync)
     for _ in clock:
-        out = fn()
-        if items is not None:
-            clock.count(items(out))
+        fn()
     return clock.result
 
 

@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from common import cli
 from common.errors import ConfigError
 from common.progress import progress_bar
-from common.timing import StreamWait
+from common.timing import InputWait
 from model.alexnet import INITS, LRNS, VARIANTS, build_model
 from model.checkpoint import inference_meta
 from model.config import Config
@@ -149,9 +149,8 @@ def is_log_step(run: Run, step: int, stop: StopFlag) -> bool:
 class Interval:
     """What the steps since the last log step did, on this rank."""
     loss: torch.Tensor                # summed on the device: read only at log steps
-    gpu: StreamWait                   # CUDA events around each next(loader)
+    input: InputWait                  # host seconds in next(loader) and, on CUDA, the stream's at the hand-over
     steps: int = 0
-    wait: float = 0.0                 # host seconds in next(loader)
     t0: float = field(default_factory=time.perf_counter)        # the interval's start
     epoch_t0: float = field(default_factory=time.perf_counter)  # this train_epoch's start
 
@@ -163,16 +162,12 @@ def train_epoch(run: Run, stop: StopFlag, *, epoch: int, lr: float, step: int) -
     # a bar on a terminal; else nothing, the log lines below are the periodic plain lines
     bar = progress_bar(len(loader), f"epoch {epoch}", "batch", initial=loader.batch, enabled=dist.main, every=None)
     stats = EpochStats(gpu_wait=0.0 if dist.device.type == "cuda" else None)
-    interval = Interval(torch.zeros((), device=dist.device), StreamWait(dist.device))
+    interval = Interval(torch.zeros((), device=dist.device), InputWait(dist.device))
     batches = iter(loader)
     while stats.stopped is None:
-        interval.gpu.start()
-        t0 = time.perf_counter()
-        images, labels = next(batches, (None, None))
-        if images is None:
+        images, labels = interval.input.next(batches, (None, None))
+        if images is None:  # the epoch's end: its last log step has been written, this wait is not reported
             break
-        interval.wait += time.perf_counter() - t0
-        interval.gpu.stop()
         if epoch < cfg.warmup_epochs:  # Goyal et al.: the rate rises step by step to the epoch's rate
             for group in run.opt.param_groups:
                 group["lr"] = warmup_lr(lr, step + stats.steps, cfg.warmup_epochs * len(loader),
@@ -200,8 +195,8 @@ def log_interval(run: Run, interval: Interval, stats: EpochStats, step: int, sto
     cfg, dist, loader = run.cfg, run.dist, run.train_loader
     dist.synchronize()
     elapsed = time.perf_counter() - interval.t0
-    gpu_wait = interval.gpu.take()
-    loss, waited, gpu_waited, asked = dist.all_sum([interval.loss.item(), interval.wait, gpu_wait or 0.0,
+    wait, gpu_wait = interval.input.take()
+    loss, waited, gpu_waited, asked = dist.all_sum([interval.loss.item(), wait, gpu_wait or 0.0,
                                                     float(stop.signal is not None)])
     n, ranks = interval.steps, dist.world_size
     loss, waited, gpu_waited = loss / (n * ranks), waited / ranks, gpu_waited / ranks  # means over ranks
@@ -217,7 +212,7 @@ def log_interval(run: Run, interval: Interval, stats: EpochStats, step: int, sto
     if gpu_wait is not None:
         stats.gpu_wait = (stats.gpu_wait or 0.0) + gpu_waited
     interval.loss.zero_()
-    interval.steps, interval.wait, interval.t0 = 0, 0.0, time.perf_counter()
+    interval.steps, interval.t0 = 0, time.perf_counter()
     return bool(asked)
 
 
