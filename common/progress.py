@@ -57,7 +57,7 @@ class PlainProgress:
 
 
 def progress_bar(total: int, desc: str, unit: str = "img", *, initial: int = 0, enabled: bool = True,
-             every: float | None = PLAIN_EVERY_S):
+                 every: float | None = PLAIN_EVERY_S):
     """A bar on a terminal, else plain lines every `every` seconds (None: none, when the caller logs its own);
     `enabled=False` (e.g. on ranks other than 0) shows nothing."""
     if enabled and on_terminal():

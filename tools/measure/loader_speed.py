@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from common.parallel import ordered_map
-from common.timing import Clock, Timing, endless, synchronizer
+from common.timing import Clock, Timing, endless
 from measure.decoders import decoder_census, decode_only
 from pipeline import make_loader, open_dataset
 from shardkit.format import read_samples
@@ -45,7 +45,7 @@ def time_loader(loader, device, *, batches: int, warmup: int, seconds: float | N
                 on_epoch=None) -> Timing:
     """images/s of `batches` batches after `warmup` (fewer if `seconds` run out first), across epochs."""
     stream = endless(loader, on_epoch)
-    clock = Clock(batches, warmup=warmup, seconds=seconds, sync=synchronizer(torch.device(device)))
+    clock = Clock(batches, warmup=warmup, seconds=seconds, device=torch.device(device))
     for _ in clock:
         images, _ = next(stream)
         clock.count(len(images))
@@ -96,7 +96,7 @@ def decode_rate(tars, fn, workers: int, seconds: float | None = None) -> Timing:
 def decode_dali(tars, device: str, batch_size: int, workers: int, batches: int) -> Timing:
     """DALI's decoder alone (mixed on CUDA, CPU otherwise) on the same JPEGs."""
     pipe = decode_only(tars, device, batch_size, workers, {"device": "mixed" if device == "cuda" else "cpu"}, False)
-    clock = Clock(batches, warmup=3, sync=synchronizer(torch.device(device)))
+    clock = Clock(batches, warmup=3, device=torch.device(device))
     for _ in clock:
         pipe.run()
         clock.count(batch_size)

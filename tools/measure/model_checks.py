@@ -5,7 +5,6 @@ Every timed loop goes through common.timing.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -27,6 +26,7 @@ from common.timing import Clock, endless, synchronizer
 from model.alexnet import build_model
 from model.metrics import read_metrics
 from model.optim import train_step
+from model.train import weights_digest
 from pipeline import make_loader, open_dataset
 
 
@@ -117,13 +117,6 @@ def _stderr_to(path: Path):
     return f
 
 
-def _params_digest(model) -> str:
-    h = hashlib.sha256()
-    for p in model.parameters():
-        h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
 def _ddp_rank(rank: int, shards: str, device_type: str, batch_size: int, steps: int, warmup: int,
               workdir: str) -> None:
     """One of two ranks on the one device (gloo); rank 0 then runs the one-rank DDP smoke test."""
@@ -150,7 +143,7 @@ def _ddp_rank(rank: int, shards: str, device_type: str, batch_size: int, steps: 
                                  world_size=2, workers=default_workers(world_size=2))
             timed = time_steps(net, opt, endless(loader), device, warmup, steps, autocast, gpu)
             out.update(images_per_s=timed["images_per_s"] * 2, step_ms=timed["step_ms"], steps=steps,
-                       data_wait=timed["data_wait"], digest=_params_digest(model))
+                       data_wait=timed["data_wait"], digest=weights_digest(model))
         finally:
             td.destroy_process_group()
         if rank == 0:
