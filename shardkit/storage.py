@@ -176,26 +176,25 @@ def unreachable(where: RemotePath, e: Exception) -> DataError:
 def open_ranged(path: Path | RemotePath) -> IO[bytes]:
     """Random access: every read(n) of a remote file is one ranged GET of those n bytes (no read-ahead, so a
     loader that reads a sample reads that sample and nothing else)."""
-    if isinstance(path, RemotePath):
-        try:
-            return path.fs.open(path.url, "rb", block_size=2**20, cache_type="none")
-        except FileNotFoundError:
-            raise
-        except Exception as e:
-            raise unreachable(path, e) from None
-    return open(path, "rb")
+    return _open(path, block_size=2**20, cache_type="none")
 
 
 def open_stream(path: Path | RemotePath) -> IO[bytes]:
     """Whole-file reads (hashing, copying): large blocks, read ahead."""
-    if isinstance(path, RemotePath):
-        try:
-            return path.fs.open(path.url, "rb", block_size=STREAM_BLOCK, cache_type="readahead")
-        except FileNotFoundError:
-            raise
-        except Exception as e:
-            raise unreachable(path, e) from None
-    return open(path, "rb")
+    return _open(path, block_size=STREAM_BLOCK, cache_type="readahead")
+
+
+def _open(path: Path | RemotePath, **how) -> IO[bytes]:
+    """A local file as it is; a remote one through fsspec with `how` (block size, cache), its failures (other
+    than a missing file) one line that names it."""
+    if not isinstance(path, RemotePath):
+        return open(path, "rb")
+    try:
+        return path.fs.open(path.url, "rb", **how)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise unreachable(path, e) from None
 
 
 def read_many(paths: list[Path | RemotePath]) -> list[bytes]:
