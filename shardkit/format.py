@@ -135,6 +135,20 @@ class ShardWriter:
         self._files.__exit__(DataError, DataError("aborted"), None)
 
 
+def write_split(out: Path, split: str, samples: list[tuple[str, bytes, int]], shard_size: int) -> dict:
+    """Ready (key, JPEG bytes, label) samples as a split's shards in `out`, `shard_size` to a tar; returns the
+    split's manifest entry. For checks and tests that need shards of known images (make_shards converts sources)."""
+    names, counts = [], []
+    for s in range(0, len(samples), shard_size):
+        w = ShardWriter(Path(out) / shard_name(split, len(names)))
+        for key, jpg, label in samples[s:s + shard_size]:
+            w.add(key, {"jpg": jpg, "cls": str(label).encode()})
+        w.commit()
+        names.append(shard_name(split, len(names)))
+        counts.append(w.samples)
+    return {"shards": names, "shard_samples": counts, "samples": len(samples), "skipped": []}
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file, read in large blocks (hashing runs at about disk speed; remote: 8 MiB GETs)."""
     with open_stream(location(path)) as f:

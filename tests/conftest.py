@@ -17,7 +17,7 @@ from common.errors import DataError
 from common.files import write_json
 from shardkit import convert as make_shards, sources, stats as compute_pca
 from shardkit.demo_data import make_demo
-from shardkit.format import MANIFEST, PCA, ShardWriter, shard_name
+from shardkit.format import MANIFEST, PCA, write_split
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,15 +106,8 @@ def write_shards(out: Path, splits: dict[str, list[tuple[np.ndarray, int]]], cla
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"size": 256, "classes": [f"n{i:08d}" for i in range(classes)], "splits": {}}
     for split, samples in splits.items():
-        names, counts = [], []
-        for s in range(0, len(samples), shard_size):
-            w = ShardWriter(out / shard_name(split, len(names)))
-            for i, (img, label) in enumerate(samples[s:s + shard_size], start=s):
-                w.add(f"{split}_{i:06d}", {"jpg": jpeg(img), "cls": str(label).encode()})
-            w.commit()
-            names.append(shard_name(split, len(names)))
-            counts.append(w.samples)
-        manifest["splits"][split] = {"shards": names, "shard_samples": counts, "samples": len(samples), "skipped": []}
+        ready = [(f"{split}_{i:06d}", jpeg(img), label) for i, (img, label) in enumerate(samples)]
+        manifest["splits"][split] = write_split(out, split, ready, shard_size)
     write_json(out / MANIFEST, manifest)
     write_json(out / PCA, pca or flat_pca())
     return out

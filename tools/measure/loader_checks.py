@@ -19,7 +19,7 @@ from common.files import write_json
 from pipeline import make_loader, open_dataset
 from pipeline.augment import denormalize
 from pipeline.spec import CROP, MAX_OFFSET
-from shardkit.format import MANIFEST, PCA, ShardWriter, shard_name
+from shardkit.format import MANIFEST, PCA, write_split
 
 POS_CLASSES = 7
 FLAT_PCA = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "cov": np.eye(3).tolist(),
@@ -43,15 +43,8 @@ def write_position_shards(out: Path, train: int = 112, val: int = 100, shard_siz
     jpegs = {i: position_jpeg(i) for i in range(train)}
     manifest = {"size": 256, "classes": [f"n{i:08d}" for i in range(POS_CLASSES)], "splits": {}}
     for split, n in (("train", train), ("val", val)):
-        names, counts = [], []
-        for s in range(0, n, shard_size):
-            w = ShardWriter(out / shard_name(split, len(names)))
-            for i in range(s, min(n, s + shard_size)):
-                w.add(f"{split}_{i:06d}", {"jpg": jpegs[i], "cls": str(i % POS_CLASSES).encode()})
-            w.commit()
-            names.append(shard_name(split, len(names)))
-            counts.append(w.samples)
-        manifest["splits"][split] = {"shards": names, "shard_samples": counts, "samples": n, "skipped": []}
+        samples = [(f"{split}_{i:06d}", jpegs[i], i % POS_CLASSES) for i in range(n)]
+        manifest["splits"][split] = write_split(out, split, samples, shard_size)
     write_json(out / PCA, FLAT_PCA)
     write_json(out / MANIFEST, manifest)  # last: its presence marks the folder complete
     return jpegs
